@@ -1,0 +1,1 @@
+"""Hardware and firmware protocols. Imports nothing of fabnode/ or simulators/."""

@@ -1,0 +1,3 @@
+from fabnode.cli import main
+
+main()

@@ -1,0 +1,23 @@
+"""The `fabnode` command. Each verb (or group of verbs) lives in its own module with a register()."""
+
+from __future__ import annotations
+
+import typer
+
+from fabnode.cli import analyze, sim, stream
+
+app = typer.Typer(
+    name="fabnode",
+    help="Badge access, G-code streaming, usage log and telemetry for one fab lab machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (analyze, stream, sim):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

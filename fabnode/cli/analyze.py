@@ -1,0 +1,9 @@
+"""`fabnode analyze` (to be written)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's verbs to the app."""
