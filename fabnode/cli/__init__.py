@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fabnode.cli import analyze, sim, stream
+from fabnode.cli import analyze, config_cmd, sim, stream
 
 app = typer.Typer(
     name="fabnode",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (analyze, stream, sim):
+for _module in (analyze, stream, sim, config_cmd):
     _module.register(app)
 
 
