@@ -140,7 +140,8 @@ def _name(section: Section, key: str, default: object = None) -> str:
 
 
 def _node(s: Section) -> NodeConfig:
-    return NodeConfig(lab=_name(s, "lab"), machine=_name(s, "machine"), state_dir=s.get_path("state_dir", None))
+    state_dir = s.get_path("state_dir", None)
+    return NodeConfig(lab=_name(s, "lab"), machine=_name(s, "machine"), state_dir=state_dir)
 
 
 def _materials(reader: ConfigReader) -> dict[str, Material]:
@@ -233,10 +234,8 @@ def _gpio(s: Section, kind: str) -> GpioConfig:
         lid_pin=_pin(s, "lid_pin", 6 if kind == LASER else None),
         busy_pin=_pin(s, "busy_pin", None),
     )
-    pins = [
-        (k, getattr(config, k))
-        for k in ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin", "estop_pin", "lid_pin", "busy_pin")
-    ]
+    keys = ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin", "estop_pin", "lid_pin", "busy_pin")
+    pins = [(k, getattr(config, k)) for k in keys]
     seen: dict[int, str] = {}
     for key, pin in pins:
         if pin is None:
