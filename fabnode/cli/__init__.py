@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fabnode.cli import analyze, config_cmd, sim, stream
+from fabnode.cli import analyze, config_cmd, members, sim, stream, usage
 
 app = typer.Typer(
     name="fabnode",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (analyze, stream, sim, config_cmd):
+for _module in (analyze, stream, sim, config_cmd, members, usage):
     _module.register(app)
 
 

@@ -1,0 +1,192 @@
+"""`fabnode members ...`: add and remove members, their badges and their trainings.
+
+Badges are stored as keyed hashes only; nothing here prints a badge UID (listings show the first
+8 characters of the hash, enough to tell two badges apart).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fabnode import access
+from fabnode.cli.usage import StateDirOption, parse_day
+from fabnode.paths import ensure_state_dir, resolve_state_dir, secret_file_path, usage_db_path
+from fabnode.usage import UsageLog, UsageLogError
+from fabnode.usage_report import render_table
+
+BadgeOption = Annotated[
+    str,
+    typer.Option(
+        "--badge",
+        help="Badge UID in hex (04:A2:2B:1C, 04a22b1c, '04 A2 2B 1C'); '-' reads it from stdin "
+        "(a keyboard-wedge reader, and the UID stays out of shell history).",
+    ),
+]
+
+
+@contextmanager
+def _lab(state_dir: Path | None, need_secret: bool = True) -> Iterator[tuple[UsageLog, bytes]]:
+    """The usage log and the lab's secret, with every expected error turned into `error: ...`, exit 1."""
+    try:
+        folder = ensure_state_dir(resolve_state_dir(state_dir))
+        secret = access.load_secret(secret_file_path(folder)) if need_secret else b""
+        with UsageLog.open(usage_db_path(folder)) as log:
+            yield log, secret
+    except (access.AccessError, UsageLogError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _read_badge(value: str) -> str:
+    if value != "-":
+        return value
+    line = sys.stdin.readline().strip()
+    if not line:
+        typer.echo("error: --badge -: nothing on stdin", err=True)
+        raise typer.Exit(1)
+    return line
+
+
+def _trainings_text(member: access.Member, today: date) -> str:
+    parts = []
+    for t in member.trainings:
+        if t.until is None:
+            parts.append(t.machine)
+        else:
+            word = "expired" if t.until < today else "until"
+            parts.append(f"{t.machine} ({word} {t.until.isoformat()})")
+    return ", ".join(parts) or "-"
+
+
+def _member_json(member: access.Member) -> dict[str, object]:
+    return {
+        "name": member.name,
+        "role": member.role,
+        "badge": member.badge_prefix or None,
+        "created": member.created,
+        "removed": member.removed,
+        "trainings": [
+            {"machine": t.machine, "until": t.until.isoformat() if t.until else None}
+            for t in member.trainings
+        ],
+    }
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `members` group to the app."""
+    members = typer.Typer(
+        help="Members, their badges and the machines they are trained on.", no_args_is_help=True
+    )
+
+    @members.command("add")
+    def add(
+        name: Annotated[str, typer.Argument(help="The member's name (unique, case-insensitive).")],
+        badge: BadgeOption,
+        role: Annotated[
+            str, typer.Option("--role", help="member or technician (uses every machine).")
+        ] = "member",
+        state_dir: StateDirOption = None,
+    ) -> None:
+        """Add a member with their badge (a removed member of that name is re-admitted)."""
+        uid = _read_badge(badge)
+        with _lab(state_dir) as (log, secret):
+            access.add_member(log.db, secret, name, uid, role, now=datetime.now(UTC))
+            prefix = access.badge_hash(secret, uid)[:8]
+        typer.echo(f"added {role} {name.strip()!r}, badge {prefix}")
+
+    @members.command("set-badge")
+    def set_badge(
+        name: Annotated[str, typer.Argument(help="The member's name.")],
+        badge: BadgeOption,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        """Give a member a new badge; the old one stops working."""
+        uid = _read_badge(badge)
+        with _lab(state_dir) as (log, secret):
+            access.set_badge(log.db, secret, name, uid)
+            prefix = access.badge_hash(secret, uid)[:8]
+        typer.echo(f"{name.strip()!r} now has badge {prefix}")
+
+    @members.command("remove")
+    def remove(
+        name: Annotated[str, typer.Argument(help="The member's name.")], state_dir: StateDirOption = None
+    ) -> None:
+        """Remove a member: their badge and trainings go; their past sessions and jobs stay."""
+        with _lab(state_dir, need_secret=False) as (log, _):
+            access.remove_member(log.db, name, now=datetime.now(UTC))
+        typer.echo(f"removed {name.strip()!r}")
+
+    @members.command("grant")
+    def grant(
+        name: Annotated[str, typer.Argument(help="The member's name.")],
+        machine: Annotated[str, typer.Argument(help="The machine's name, as in the node's config.")],
+        until: Annotated[str | None, typer.Option("--until", help="Last valid day, YYYY-MM-DD.")] = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        """Let a member use a machine (again), until a day or with no end."""
+        last_day = parse_day(until, "--until")
+        with _lab(state_dir, need_secret=False) as (log, _):
+            access.grant_training(log.db, name, machine, last_day, now=datetime.now(UTC))
+        typer.echo(f"{name.strip()!r} may use {machine}" + (f" until {last_day}" if last_day else ""))
+
+    @members.command("revoke")
+    def revoke(
+        name: Annotated[str, typer.Argument(help="The member's name.")],
+        machine: Annotated[str, typer.Argument(help="The machine's name.")],
+        state_dir: StateDirOption = None,
+    ) -> None:
+        """Take a machine away from a member."""
+        with _lab(state_dir, need_secret=False) as (log, _):
+            access.revoke_training(log.db, name, machine)
+        typer.echo(f"{name.strip()!r} may no longer use {machine}")
+
+    @members.command("list")
+    def list_(
+        as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+        show_all: Annotated[bool, typer.Option("--all", help="Include removed members.")] = False,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        """List members, their role, badge (hash prefix) and trainings."""
+        with _lab(state_dir, need_secret=False) as (log, _):
+            rows = access.list_members(log.db, include_removed=show_all)
+        if as_json:
+            typer.echo(json.dumps([_member_json(m) for m in rows], indent=2))
+            return
+        today = datetime.now(UTC).date()
+        table = [
+            [m.name, m.role if m.removed is None else f"{m.role} (removed)", m.badge_prefix or "-",
+             _trainings_text(m, today), m.created[:10]]
+            for m in rows
+        ]  # fmt: skip
+        typer.echo(
+            render_table(["name", "role", "badge", "trainings", "since"], table) if rows else "no members"
+        )
+
+    _register_import(members)
+    app.add_typer(members, name="members")
+
+
+def _register_import(members: typer.Typer) -> None:
+    @members.command("import", help=f"Add or update members from a CSV file.\n\n{access.CSV_HELP}")
+    def import_(
+        file: Annotated[Path, typer.Argument(help="CSV file; see config/members-example.csv.")],
+        state_dir: StateDirOption = None,
+    ) -> None:
+        with _lab(state_dir) as (log, secret):
+            report = access.import_members(log.db, secret, file, now=datetime.now(UTC))
+        for line, reason in report.errors:
+            typer.echo(f"{file}:{line}: {reason}", err=True)
+        typer.echo(
+            f"{report.added} added, {report.updated} updated, {report.granted} trainings granted"
+            + (f"; {len(report.errors)} rows rejected" if report.errors else "")
+        )
+        if report.errors:
+            raise typer.Exit(1)
