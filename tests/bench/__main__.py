@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module has run() -> list[tuple[str, str, str]]: (benchmark, figure, reference/ratio).
-MODULES: list[str] = []
+MODULES: list[str] = ["analysis"]
 
 
 def main() -> int:
