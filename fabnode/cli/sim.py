@@ -1,9 +1,163 @@
-"""`fabnode sim` (to be written)."""
+"""`fabnode sim marlin|grbl`: run a firmware simulator on a pty in this process until SIGTERM/SIGINT.
+
+The first line printed (flushed) is the pty's path for the host to open; the last is
+`stats: {json}` with the simulator's counters. Benchmarks run this as a subprocess so that the
+simulator does not share the host's GIL.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
 import typer
+
+sim_app = typer.Typer(
+    name="sim", help="Run a simulated printer or laser on a pseudo-terminal.", no_args_is_help=True
+)
+
+
+class _Simulator(Protocol):
+    @property
+    def port(self) -> str: ...
+
+    @property
+    def stats(self) -> Any: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+Baud = Annotated[int, typer.Option("--baud", help="Wire speed; bytes take 10 bit times.")]
+LatencyMs = Annotated[float, typer.Option("--latency-ms", help="One-way latency, ms.")]
+RxBuffer = Annotated[int, typer.Option("--rx-buffer", help="Firmware RX buffer, bytes (drops past it).")]
+TimeScale = Annotated[float, typer.Option("--time-scale", help="Physical time factor (0: instant).")]
+Noise = Annotated[float, typer.Option("--noise", help="Fraction of host lines with one corrupted byte.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the noise and other randomness.")]
+Record = Annotated[Path | None, typer.Option("--record", help="Write executed commands here, one a line.")]
+AtLine = Annotated[int | None, typer.Option(help="Fire this fault at the line with this number.")]
+
+
+def _parse_action(value: str | None) -> tuple[int, str] | None:
+    """`120:pause` -> (120, "pause")."""
+    if not value:
+        return None
+    line, _, action = value.partition(":")
+    if not line.strip().isdigit() or action not in ("pause", "resume", "cancel"):
+        raise typer.BadParameter(
+            f"{value!r}: expected N:pause, N:resume or N:cancel", param_hint="--action-at-line"
+        )
+    return int(line), action
+
+
+def run_until_signal(sim: _Simulator, done: threading.Event | None = None) -> None:
+    """Start the simulator, print its port, wait for SIGTERM/SIGINT (or the link dropping), print stats."""
+    stop = done or threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sim.start()
+        typer.echo(sim.port)
+        sys.stdout.flush()
+        while not stop.wait(0.2):
+            if getattr(sim.stats, "connection_dropped", False):
+                break
+    finally:
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stats = sim.stats.as_dict() if hasattr(sim.stats, "as_dict") else vars(sim.stats)
+    typer.echo("stats: " + json.dumps(stats, sort_keys=True, default=str))
+
+
+@sim_app.command("marlin")
+def marlin(
+    baud: Baud = 115200,
+    latency_ms: LatencyMs = 1.0,
+    rx_buffer: RxBuffer = 128,
+    time_scale: TimeScale = 1.0,
+    noise: Noise = 0.0,
+    seed: Seed = 0,
+    record: Record = None,
+    advanced_ok: Annotated[bool, typer.Option("--advanced-ok", help="ok N<n> P<planner> B<queue>.")] = False,
+    reset_at_line: AtLine = None,
+    kill_at_line: AtLine = None,
+    thermal_runaway_at_line: AtLine = None,
+    silence_at_line: AtLine = None,
+    resend_without_ok_at_line: AtLine = None,
+    drop_connection_at_line: AtLine = None,
+    action_at_line: Annotated[
+        str | None, typer.Option(help="N:pause, N:resume or N:cancel: print //action:<x> at line N.")
+    ] = None,
+) -> None:
+    """A Marlin 2.1 printer. Fault lines are the N numbers of numbered lines."""
+    from simulators.marlin import MarlinSimulator
+
+    sim = MarlinSimulator(
+        baud=baud,
+        latency_s=latency_ms / 1000.0,
+        rx_buffer=rx_buffer,
+        time_scale=time_scale,
+        noise=noise,
+        seed=seed,
+        record=record,
+        advanced_ok=advanced_ok,
+        reset_at_line=reset_at_line,
+        kill_at_line=kill_at_line,
+        thermal_runaway_at_line=thermal_runaway_at_line,
+        silence_at_line=silence_at_line,
+        resend_without_ok_at_line=resend_without_ok_at_line,
+        drop_connection_at_line=drop_connection_at_line,
+        action_at_line=_parse_action(action_at_line),
+    )
+    run_until_signal(sim)
+
+
+@sim_app.command("grbl")
+def grbl(
+    baud: Baud = 115200,
+    latency_ms: LatencyMs = 1.0,
+    rx_buffer: RxBuffer = 128,
+    time_scale: TimeScale = 1.0,
+    noise: Noise = 0.0,
+    seed: Seed = 0,
+    record: Record = None,
+    laser_mode: Annotated[
+        bool, typer.Option("--laser-mode/--no-laser-mode", help="GRBL laser mode ($32).")
+    ] = True,
+    reset_at_line: AtLine = None,
+    alarm_at_line: AtLine = None,
+    alarm_code: Annotated[int, typer.Option(help="ALARM code for --alarm-at-line (1: hard limit).")] = 1,
+    error_at_line: AtLine = None,
+    silence_at_line: AtLine = None,
+    drop_connection_at_line: AtLine = None,
+) -> None:
+    """A GRBL 1.1h controller (laser or CNC). Fault lines count the lines the firmware took in."""
+    from simulators.grbl import from_cli  # another engineer's module: imported only when asked for
+
+    sim = from_cli(
+        baud=baud,
+        latency_ms=latency_ms,
+        rx_buffer=rx_buffer,
+        time_scale=time_scale,
+        noise=noise,
+        seed=seed,
+        record=record,
+        laser_mode=laser_mode,
+        reset_at_line=reset_at_line,
+        alarm_at_line=alarm_at_line,
+        alarm_code=alarm_code,
+        error_at_line=error_at_line,
+        silence_at_line=silence_at_line,
+        drop_connection_at_line=drop_connection_at_line,
+    )
+    run_until_signal(sim)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's verbs to the app."""
+    """Add `fabnode sim marlin` and `fabnode sim grbl`."""
+    app.add_typer(sim_app, name="sim")
