@@ -16,6 +16,9 @@ from drivers.events import Event
 class HostProtocol(Protocol):
     """A host's side of one firmware protocol."""
 
+    # Whether `( )` are comments for this firmware (GRBL: yes; Marlin: only with PAREN_COMMENTS).
+    paren_comments: bool
+
     @property
     def job_state(self) -> str:
         """One of drivers.events.JobState."""

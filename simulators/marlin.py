@@ -15,10 +15,18 @@ are on a real board in its bootloader. `greet_on_open=False` greets at start-up 
 opens later misses it, pyserial having flushed its input).
 
 Faults (`*_at_line`) fire once, at the numbered line whose N is that number (see marlin_firmware).
+
+USB replug: `unplug()` closes the pty as a pulled cable does (the host's port fails) and `plug()`
+brings a NEW pty, as the kernel gives a replugged adapter a new tty. Give `link=PATH` to keep a stable
+symlink at PATH pointing at the current pty (as udev's /dev/serial/by-id/... or a lab's own rule does):
+it vanishes on unplug and comes back on plug, so a host reopens the same path. The board resets when
+the host opens the new port (DTR), as a real one does: its queue is gone, its heaters off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -58,6 +66,7 @@ class MarlinSimulator:
         resend_without_ok_at_line: int | None = None,
         drop_connection_at_line: int | None = None,
         action_at_line: tuple[int, str] | None = None,
+        link: str | Path | None = None,
     ) -> None:
         if action_at_line is not None and action_at_line[1] not in ("pause", "resume", "cancel"):
             raise ValueError(f"action_at_line: {action_at_line[1]!r} is not pause, resume or cancel")
@@ -87,18 +96,12 @@ class MarlinSimulator:
         self._executed_changed = threading.Condition()
         self._record: IO[str] | None = open(record, "w", encoding="utf-8") if record else None  # noqa: SIM115
         self.firmware = MarlinFirmware(config, self.stats, self._on_executed)
-        self.wire = Wire(
-            self.firmware,
-            baud=baud,
-            latency_s=latency_s,
-            rx_buffer=rx_buffer,
-            noise=noise,
-            reply_noise=reply_noise,
-            seed=seed,
-            stats=self.stats,
-            name="marlin-sim",
-        )
+        self._wire_options = (baud, latency_s, rx_buffer, noise, reply_noise, seed)
+        self.wire = self._new_wire()
         self.port = self.wire.port
+        self.link = Path(link) if link is not None else None
+        self.plugged = True
+        self._point_link()
 
     def _on_executed(self, command: str) -> None:
         """Record one processed command (list, then the record file, flushed)."""
@@ -115,11 +118,58 @@ class MarlinSimulator:
         return self
 
     def stop(self) -> None:
-        """Stop the thread, close the pty and the record file."""
+        """Stop the thread, close the pty and the record file (and remove the stable link)."""
         self.wire.stop()
+        self._remove_link()
         if self._record is not None:
             self._record.close()
             self._record = None
+
+    # ---- USB replug -------------------------------------------------------------------------------
+
+    def unplug(self) -> None:
+        """Pull the USB cable: the stable link goes, the pty closes (the host's reads and writes fail)."""
+        if not self.plugged:
+            return
+        self.plugged = False
+        self._remove_link()
+        self.wire.stop()
+
+    def plug(self) -> None:
+        """Plug the cable back: a new pty (a new path), the stable link points at it, the thread runs.
+
+        The board is reset when the host opens the port (DTR): what it had queued is lost and its
+        heaters are off, as after a real replug; it greets `boot_s` after the host opens the port.
+        """
+        if self.plugged:
+            return
+        self.firmware._power_on()  # the reset a DTR pulse causes (as reset_at_line does); a kill() too
+        self.firmware.halted = False
+        self.stats.host_opened = False  # the new pty waits for the host's open, then the board greets
+        self.wire = self._new_wire()
+        self.port = self.wire.port
+        self.plugged = True
+        self._point_link()
+        self.wire.start()
+
+    def _new_wire(self) -> Wire:
+        baud, latency_s, rx_buffer, noise, reply_noise, seed = self._wire_options
+        return Wire(self.firmware, baud=baud, latency_s=latency_s, rx_buffer=rx_buffer, noise=noise,
+                    reply_noise=reply_noise, seed=seed, stats=self.stats, name="marlin-sim")  # fmt: skip
+
+    def _point_link(self) -> None:
+        if self.link is None:
+            return
+        temporary = self.link.with_name(f".{self.link.name}.new")
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        temporary.symlink_to(self.port)
+        os.replace(temporary, self.link)  # atomic: a host never sees a half-made link
+
+    def _remove_link(self) -> None:
+        if self.link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
 
     def wait_executed(self, count: int, timeout: float) -> bool:
         """Wait until at least `count` commands were executed; False on timeout."""

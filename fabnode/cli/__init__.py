@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fabnode.cli import analyze, config_cmd, members, sim, stream, usage
+from fabnode.cli import analyze, calibrate, config_cmd, doctor, members, sim, stream, usage
 
 app = typer.Typer(
     name="fabnode",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (analyze, stream, sim, config_cmd, members, usage):
+for _module in (analyze, stream, sim, config_cmd, members, usage, calibrate, doctor):
     _module.register(app)
 
 

@@ -1,0 +1,266 @@
+"""Streaming efficiency: the Streamer with the real host protocols against a naive one-line-in-flight host.
+
+efficiency = (bytes the host wrote / (baud / 10)) / the job's wall time: 1.0 is a wire never idle.
+Each run starts its own simulator as a subprocess (`fabnode sim ...`, so it does not share our GIL)
+at 115200 baud, 1 ms one-way latency, 128-byte RX buffer, time_scale 0 (moves take no time: the
+wire is the only limit). The host's CPU is time.process_time() of this process (the sim is outside).
+Environment: FABNODE_BENCH_LINES (Marlin prefix of prusaslicer-benchy.gcode, default 10000 lines),
+FABNODE_BENCH_NAIVE_LINES (the naive host's prefix of the same file, default 2000 lines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import serial
+
+from drivers.gcode_text import strip_for_wire
+from drivers.serial_link import SerialLink
+from drivers.streamer import JobEnded, Progress, Streamer
+
+REPO = Path(__file__).resolve().parents[2]
+GCODE = REPO.parent / "shared" / "data" / "gcode"
+BAUD = 115200
+LATENCY_MS = 1.0
+RX_BUFFER = 128
+MARLIN_LINES = int(os.environ.get("FABNODE_BENCH_LINES", "10000"))
+# The naive host is ~3x slower: it runs on a shorter prefix of the same file (a rate per byte).
+NAIVE_LINES = int(os.environ.get("FABNODE_BENCH_NAIVE_LINES", "2000"))
+
+
+@dataclass
+class Run:
+    """One measured job."""
+
+    bytes_sent: int
+    duration_s: float
+    lines_acked: int
+    lines_total: int
+    cpu_s: float
+    status: str
+    sim_stats: dict[str, object]
+    useful_bytes: int = 0  # bytes of acknowledged lines (resent copies and the host's own lines aside)
+
+    @property
+    def efficiency(self) -> float:
+        return self.bytes_sent / (BAUD / 10) / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def goodput(self) -> float:
+        return self.useful_bytes / (BAUD / 10) / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def cpu_per_10k(self) -> float:
+        return self.cpu_s * 10_000 / max(self.lines_acked, 1)
+
+
+class SimProcess:
+    """`fabnode sim <firmware>` in a subprocess: its pty path on the first line, stats on SIGTERM."""
+
+    def __init__(self, firmware: str, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "fabnode", "sim", firmware, "--baud", str(BAUD), "--latency-ms",
+               str(LATENCY_MS), "--rx-buffer", str(RX_BUFFER), "--time-scale", "0", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert self.proc.stdout is not None
+        self.port = self.proc.stdout.readline().strip()
+        if not self.port:
+            self.proc.kill()
+            raise RuntimeError(f"{' '.join(cmd)} printed no port")
+
+    def stop(self) -> dict[str, object]:
+        """Stop the simulator and return its counters."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=10)
+        for line in out.splitlines():
+            if line.startswith("stats: "):
+                return dict(json.loads(line[len("stats: "):]))
+        return {}
+
+
+def wire_lines(path: Path, limit: int | None, paren_comments: bool) -> tuple[list[str], list[str]]:
+    """The file's first `limit` lines, and the commands of them that go on the wire."""
+    raw = path.read_text(encoding="utf-8", errors="replace").splitlines()[:limit]
+    return raw, [c for c in (strip_for_wire(line, paren_comments=paren_comments) for line in raw) if c]
+
+
+def streamer_run(firmware: str, raw: Sequence[str], make_protocol: Callable[[], object],
+                 *sim_args: str) -> Run:
+    """Stream through drivers.streamer.Streamer with the real host protocol."""
+    sim = SimProcess(firmware, *sim_args)
+    done = threading.Event()
+    ended: list[JobEnded] = []
+    progress: list[Progress] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, Progress):
+            progress[:] = [event]
+        elif isinstance(event, JobEnded):
+            ended.append(event)
+            done.set()
+
+    try:
+        streamer = Streamer(SerialLink(sim.port, BAUD), make_protocol(), on_event)  # type: ignore[arg-type]
+        streamer.wait_ready(3.0)
+        cpu0 = time.process_time()
+        streamer.start_job(raw, name="bench")
+        done.wait(600)
+        cpu = time.process_time() - cpu0
+        streamer.close()
+    finally:
+        stats = sim.stop()
+    end = ended[0]
+    total = sum(1 for line in raw if strip_for_wire(line, paren_comments=False))
+    useful = progress[-1].bytes_acked if progress else 0
+    return Run(end.bytes_sent, end.duration_s, end.lines_acked, total, cpu, end.status, stats, useful)
+
+
+def _checksum(frame: bytes) -> int:
+    value = 0
+    for byte in frame:
+        value ^= byte
+    return value
+
+
+def _open_greeted(port: str, greeting: bytes) -> serial.Serial:
+    """Open like a simple script does and wait (bounded) for the board's greeting."""
+    ser = serial.Serial(port, BAUD, timeout=3)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not ser.readline().startswith(greeting):
+        pass
+    ser.timeout = 10
+    return ser
+
+
+def naive_marlin(commands: Sequence[str], *sim_args: str) -> Run:
+    """One numbered line in flight: send, wait for `ok`, resend from `Resend: N` when asked."""
+    sim = SimProcess("marlin", *sim_args)
+    sent = acked = useful = 0
+    try:
+        ser = _open_greeted(sim.port, b"start")
+        cpu0, t0 = time.process_time(), time.monotonic()
+        frames = [b"M110 N0", *(c.encode("ascii") for c in commands)]
+        number = 0
+        while number < len(frames):
+            frame = b"N%d %s" % (number, frames[number])
+            data = frame + b"*%d\n" % _checksum(frame)
+            ser.write(data)
+            sent += len(data)
+            resend: int | None = None
+            while True:
+                line = ser.readline()
+                if not line:
+                    raise RuntimeError(f"naive marlin: no answer to N{number}")
+                if line.startswith((b"Resend:", b"rs ")):
+                    resend = int(line.split()[-1].split(b":")[-1])
+                elif line.startswith(b"ok"):
+                    break
+            if resend is None:
+                acked += number > 0
+                useful += len(data) if number > 0 else 0
+                number += 1
+            else:
+                number = resend
+        duration, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        ser.close()
+    finally:
+        stats = sim.stop()
+    return Run(sent, duration, acked, len(commands), cpu, "completed", stats, useful)
+
+
+def naive_grbl(commands: Sequence[str], *sim_args: str) -> Run:
+    """Send-response: one line, wait for its `ok`/`error:`, the next."""
+    sim = SimProcess("grbl", *sim_args)
+    sent = acked = useful = 0
+    try:
+        ser = _open_greeted(sim.port, b"Grbl")
+        cpu0, t0 = time.process_time(), time.monotonic()
+        for command in commands:
+            data = command.encode("ascii") + b"\n"
+            ser.write(data)
+            sent += len(data)
+            while True:
+                line = ser.readline()
+                if not line:
+                    raise RuntimeError(f"naive grbl: no answer to {command!r}")
+                if line.startswith((b"ok", b"error:")):
+                    acked += 1
+                    useful += len(data)
+                    break
+        duration, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        ser.close()
+    finally:
+        stats = sim.stop()
+    return Run(sent, duration, acked, len(commands), cpu, "completed", stats, useful)
+
+
+def _rows(label: str, ours: Run, naive: Run, goal: float) -> list[tuple[str, str, str]]:
+    ratio = ours.efficiency / naive.efficiency if naive.efficiency else float("inf")
+    return [
+        (f"{label}: efficiency (goal >= {goal:.2f})",
+         f"{ours.efficiency:.3f} ({ours.status}, {ours.lines_acked}/{ours.lines_total} lines, "
+         f"{ours.bytes_sent} B in {ours.duration_s:.1f} s)",
+         f"naive 1-in-flight {naive.efficiency:.3f} ({naive.lines_acked} lines, {naive.duration_s:.1f} s); "
+         f"x{ratio:.2f}"),
+        (f"{label}: goodput (acknowledged line bytes / wire capacity)",
+         f"{ours.goodput:.3f}", f"naive {naive.goodput:.3f}"),
+        (f"{label}: overflow drops / host CPU per 10k lines",
+         f"{ours.sim_stats.get('overflow_drops', '?')} drops, {ours.cpu_per_10k:.2f} s CPU",
+         f"naive {naive.sim_stats.get('overflow_drops', '?')} drops, {naive.cpu_per_10k:.2f} s CPU"),
+    ]
+
+
+def marlin_rows() -> list[tuple[str, str, str]]:
+    """Marlin on a benchy prefix, without and with 1% line noise."""
+    from drivers.marlin import MarlinHost
+
+    raw, commands = wire_lines(GCODE / "prusaslicer-benchy.gcode", MARLIN_LINES, paren_comments=False)
+    rows: list[tuple[str, str, str]] = []
+    for noise, goal in (("0", 0.90), ("0.01", 0.80)):
+        args = ("--noise", noise, "--seed", "7")
+        ours = streamer_run("marlin", raw, MarlinHost, *args)
+        naive = naive_marlin(commands[:NAIVE_LINES], *args)
+        label = f"marlin benchy {MARLIN_LINES} lines, noise {float(noise):.0%}"
+        rows += _rows(label, ours, naive, goal)
+        rows.append((f"{label}: resends", f"{ours.sim_stats.get('resends_requested', '?')} requested "
+                     f"({ours.sim_stats.get('corrupted_lines', '?')} lines corrupted)",
+                     f"naive {naive.sim_stats.get('resends_requested', '?')} requested"))
+    return rows
+
+
+def grbl_rows() -> list[tuple[str, str, str]]:
+    """GRBL on the laser files."""
+    from drivers.grbl import GrblHost, clean_line
+
+    rows: list[tuple[str, str, str]] = []
+    for name in ("laser-jsdc.gcode", "laser-tball-engrave.gcode"):
+        raw = (GCODE / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        commands = [c for c in map(clean_line, raw) if c]
+        ours = streamer_run("grbl", raw, GrblHost, "--laser-mode")
+        naive = naive_grbl(commands[:NAIVE_LINES], "--laser-mode")
+        rows += _rows(f"grbl {name} ({len(raw)} lines)", ours, naive, 0.90)
+    return rows
+
+
+def run() -> list[tuple[str, str, str]]:
+    """All streaming rows; a firmware whose host protocol is missing says so instead."""
+    rows: list[tuple[str, str, str]] = []
+    for part in (marlin_rows, grbl_rows):
+        try:
+            rows += part()
+        except ImportError as exc:
+            rows.append((part.__name__, "skipped", f"not available: {exc}"))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print("  |  ".join(row))

@@ -1,0 +1,164 @@
+"""The Streamer with drivers.grbl.GrblHost, and the CLI, against the GRBL simulator over a real pty."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.events import AlarmRaised
+from tests.conftest import gcode_path
+from tests.integration.test_stream_helpers import (
+    REPO,
+    fabnode,
+    json_summary,
+    run_job,
+    wire_commands,
+    write_prefix,
+)
+
+grbl = pytest.importorskip("drivers.grbl")
+sim_module = pytest.importorskip("simulators.grbl")
+
+FAST_BAUD = 1_000_000  # content tests: the wire's speed is not what they check
+FAULT_AT = 60  # the firmware's N-th line
+
+SimFactory = Callable[..., object]
+
+
+@pytest.fixture
+def start_sim() -> Iterator[SimFactory]:
+    sims: list[object] = []
+
+    def make(**kw: object) -> object:
+        kw.setdefault("time_scale", 0)
+        kw.setdefault("baud", FAST_BAUD)
+        sim = sim_module.GrblSimulator(**kw).start()
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        sim.stop()  # type: ignore[attr-defined]
+
+
+def laser_lines(count: int | None = None) -> list[str]:
+    return gcode_path("laser-jsdc.gcode").read_text(encoding="utf-8").splitlines()[:count]
+
+
+def host() -> object:
+    return grbl.GrblHost(no_answer_after_s=1.0, hold_timeout_s=1.0, reset_timeout_s=1.0)
+
+
+@pytest.mark.timeout(30)
+def test_laser_executes_exactly_the_file_commands(start_sim: SimFactory) -> None:
+    lines = laser_lines()
+    sim = start_sim()
+    ended, _ = run_job(sim.port, FAST_BAUD, host(), lines)  # type: ignore[attr-defined]
+    expected = wire_commands(lines, paren_comments=True)
+    assert (ended.status, ended.kind) == ("completed", ""), ended.reason
+    assert sim.executed == expected  # type: ignore[attr-defined]
+    assert (ended.lines_acked, ended.last_line_no) == (len(expected), len(lines))
+    assert sim.stats.overflow_drops == 0 and sim.stats.errors == 0  # type: ignore[attr-defined]
+
+
+FAULTS = [
+    # (simulator fault, JobEnded.kind, words the reason must contain)
+    ({"reset_at_line": FAULT_AT}, "reset", "Grbl"),
+    ({"alarm_at_line": FAULT_AT}, "alarm", "hard limit"),
+    ({"error_at_line": FAULT_AT}, "error", "error:20"),
+    ({"silence_at_line": FAULT_AT}, "no_answer", "no status report"),
+    ({"drop_connection_at_line": FAULT_AT}, "port_lost", "lost"),
+]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("fault", "kind", "words"), FAULTS, ids=[f[1] for f in FAULTS])
+def test_each_fault_ends_the_job_with_its_kind(
+    start_sim: SimFactory, fault: dict, kind: str, words: str
+) -> None:
+    lines = laser_lines(400)
+    sim = start_sim(**fault)
+    ended, rec = run_job(sim.port, FAST_BAUD, host(), lines, timeout=15)  # type: ignore[attr-defined]
+    assert (ended.status, ended.kind) == ("failed", kind), ended.reason
+    assert words.lower() in ended.reason.lower()
+    # A refused line stops the machine (hold, reset, M5): lines GRBL already held may have run.
+    assert ended.lines_acked < (FAULT_AT if kind != "error" else len(lines) - 50)
+    assert ended.lines_acked <= len(sim.executed)  # type: ignore[attr-defined]
+    if kind == "error":
+        assert sim.executed[-1] == "M5"  # type: ignore[attr-defined]
+    if kind == "alarm":
+        assert [a.code for a in rec.of(AlarmRaised)] == [1]
+
+
+@pytest.mark.timeout(20)
+def test_cli_streams_a_laser_file_and_reports_beam_time(start_sim: SimFactory, tmp_path: Path) -> None:
+    path, lines = write_prefix(gcode_path("laser-jsdc.gcode"), 800, tmp_path)
+    sim = start_sim()
+    result = fabnode("stream", "--port", sim.port, "--firmware", "grbl", "--baud", str(FAST_BAUD),  # type: ignore[attr-defined]
+                     "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    info = json_summary(result)
+    n = len(wire_commands(lines, paren_comments=True))
+    assert (info["status"], info["lines"], info["lines_acked"]) == ("completed", n, n)
+    assert isinstance(info["laser_on_s"], float) and info["laser_on_s"] > 0
+
+
+@pytest.mark.timeout(20)
+def test_cli_alarm_exits_6_with_its_meaning(start_sim: SimFactory, tmp_path: Path) -> None:
+    path, _ = write_prefix(gcode_path("laser-jsdc.gcode"), 400, tmp_path)
+    sim = start_sim(alarm_at_line=FAULT_AT)
+    result = fabnode("stream", "--port", sim.port, "--firmware", "grbl", "--baud", str(FAST_BAUD),  # type: ignore[attr-defined]
+                     str(path))
+    assert result.returncode == 6, result.stderr
+    assert "GRBL alarm" in result.stderr and "ALARM:1" in result.stderr and "hard limit" in result.stderr
+
+
+@pytest.mark.timeout(20)
+def test_cli_cancel_holds_resets_and_turns_the_beam_off(start_sim: SimFactory, tmp_path: Path) -> None:
+    path, _ = write_prefix(gcode_path("laser-jsdc.gcode"), 800, tmp_path)
+    sim = start_sim()
+    result = fabnode("stream", "--port", sim.port, "--firmware", "grbl", "--baud", str(FAST_BAUD),  # type: ignore[attr-defined]
+                     "--json", "--cancel-after-lines", "100", str(path))
+    assert result.returncode == 1, result.stderr
+    assert json_summary(result)["status"] == "cancelled"
+    assert sim.executed[-1] == "M5"  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(20)
+def test_console_sends_real_time_bytes_and_commands(start_sim: SimFactory) -> None:
+    sim = start_sim()
+    result = fabnode("console", "--port", sim.port, "--firmware", "grbl", "--baud", str(FAST_BAUD),  # type: ignore[attr-defined]
+                     stdin="?\n$$\nG0 X5\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Grbl 1.1" in out
+    assert "<Idle|MPos:" in out
+    assert "$32=1" in out  # the settings list answers $$
+    assert sim.executed == ["$$", "G0 X5"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(30)
+def test_cli_ctrl_c_stops_the_laser_safely_and_exits_130(start_sim: SimFactory, tmp_path: Path) -> None:
+    path, _ = write_prefix(gcode_path("laser-jsdc.gcode"), 800, tmp_path)
+    sim = start_sim(time_scale=1.0)  # real feed rates: the job is still cutting when Ctrl-C comes
+    cmd = [sys.executable, "-m", "fabnode", "stream", "--port", sim.port, "--firmware", "grbl",  # type: ignore[attr-defined]
+           "--baud", str(FAST_BAUD), "--json", str(path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while len(sim.executed) < 10 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.05)  # the simulator offers no wait; poll its record with a deadline
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Ctrl-C" in err and '"status": "cancelled"' in out
+    assert sim.executed[-1] == "M5"  # type: ignore[attr-defined]
