@@ -61,6 +61,7 @@ KIND_JOB_STARTED = "job_started"
 KIND_JOB_ENDED = "job_ended"
 KIND_ACCESS = "access"
 KIND_FAULT = "fault"
+KIND_STATE = "state"  # the machine's state, sent retained
 
 __all__ = ["JobRates", "OutboxMessage", "RecoveryReport", "UsageLog", "UsageLogError"]
 
@@ -108,6 +109,12 @@ class RecoveryReport:
 
     sessions: list[int] = field(default_factory=list)
     jobs: list[int] = field(default_factory=list)
+
+
+def _outbox_message(row: Mapping[str, Any]) -> OutboxMessage:
+    return OutboxMessage(
+        row["id"], row["msg_id"], row["kind"], json.loads(row["payload"]), row["created"], row["sent_at"]
+    )
 
 
 def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -463,3 +470,85 @@ class UsageLog:
                 "DELETE FROM outbox WHERE acked_at IS NOT NULL AND acked_at < ?", [utc_iso(acked_before)]
             )
         return int(cur.rowcount)
+
+    # --- outbox: what telemetry needs beyond the above (fabnode.telemetry) --------------------
+
+    @_locked
+    def enqueue_state(self, state: str, now: datetime, detail: str | None = None) -> int:
+        """Enqueue a `state` message (sent retained) for the machine's new state; return its seq."""
+        payload = {"state": str(state), "time": utc_iso(now), "detail": detail}
+        with write_transaction(self._db, durable=True):
+            return self._enqueue(KIND_STATE, payload, now)
+
+    @_locked
+    def outbox_after(self, seq: int, limit: int = 100) -> list[OutboxMessage]:
+        """Unacknowledged messages with a sequence number above `seq`, oldest first."""
+        rows = self._db.query(
+            "SELECT * FROM outbox WHERE acked_at IS NULL AND id > ? ORDER BY id LIMIT ?", [seq, limit]
+        )
+        return [_outbox_message(r) for r in rows]
+
+    @_locked
+    def outbox_msg_id(self, seq: int) -> str | None:
+        """The msg_id of message `seq`, or None when there is no such row (never was, or pruned)."""
+        row = self._db.execute("SELECT msg_id FROM outbox WHERE id = ?", [seq]).fetchone()
+        return None if row is None else str(row[0])
+
+    @_locked
+    def mark_outbox_acked_through(self, seq: int, now: datetime) -> int:
+        """The region stored every message up to `seq`: mark them acknowledged; return how many changed."""
+        with write_transaction(self._db):
+            cur = self._db.execute(
+                "UPDATE outbox SET acked_at = ? WHERE id <= ? AND acked_at IS NULL", [utc_iso(now), seq]
+            )
+        return int(cur.rowcount)
+
+    @_locked
+    def last_outbox_seq(self, kind: str | None = None) -> int:
+        """The highest sequence number ever given (of this kind), 0 when none."""
+        if kind is None:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        else:
+            row = self._db.execute("SELECT max(id) FROM outbox WHERE kind = ?", [kind]).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    @_locked
+    def outbox_has_newer(self, kind: str, seq: int) -> bool:
+        """Whether a message of this kind came after `seq` (a range scan from `seq`, not the table)."""
+        cur = self._db.execute("SELECT 1 FROM outbox WHERE id > ? AND kind = ? LIMIT 1", [seq, kind])
+        return cur.fetchone() is not None
+
+    @_locked
+    def outbox_stats(self) -> dict[str, Any]:
+        """Backlog figures for `fabnode telemetry status`: counts, oldest unacked, last sent/acked."""
+        row = self._db.execute(
+            "SELECT sum(acked_at IS NULL), sum(acked_at IS NULL AND sent_at IS NOT NULL), "
+            "min(CASE WHEN acked_at IS NULL THEN id END), min(CASE WHEN acked_at IS NULL THEN created END), "
+            "max(sent_at), max(acked_at), count(*) FROM outbox"
+        ).fetchone()
+        last_seq = self.last_outbox_seq()
+        # Rows are acknowledged in order and pruned only once acknowledged, so everything below the
+        # oldest unacknowledged row is acknowledged, pruned or not.
+        acked_through = row[2] - 1 if row[2] is not None else last_seq
+        return {
+            "backlog": int(row[0] or 0),
+            "sent_unacked": int(row[1] or 0),
+            "oldest_unacked_seq": row[2],
+            "oldest_unacked": row[3],
+            "last_sent_at": row[4],
+            "last_acked_at": row[5],
+            "acked_through": acked_through,
+            "last_seq": last_seq,
+            "stored": int(row[6] or 0),
+        }
+
+    @_locked
+    def outbox_messages(self, seqs: Iterable[int]) -> list[OutboxMessage]:
+        """These unacknowledged messages (those still waiting), oldest first."""
+        ids = list(seqs)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        where = f"acked_at IS NULL AND id IN ({marks})"
+        rows = self._db.query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", ids)
+        return [_outbox_message(r) for r in rows]
