@@ -29,6 +29,7 @@ class NodeConfig:
     lab: str
     machine: str
     state_dir: Path | None = None
+    min_free_mb: float = 16.0  # below this much free space in the state dir, no new session starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class SerialConfig:
     rx_window: int = 127
     advanced_ok: bool = True
     no_answer_s: float = 60.0
+    reconnect_every_s: float = 2.0  # a lost port (USB unplugged) is reopened this often until it is back
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class SessionConfig:
     cooldown_max_s: float = 900.0
     fume_runon_s: float = 120.0
     checkpoint_every_s: float = 5.0
+    host_lost_relay_s: float = 120.0  # the port lost during a job: the relay goes off this long after
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ class GpioConfig:
     estop_pin: int | None = 5  # normally closed: the circuit opens when pressed or when a wire breaks
     lid_pin: int | None = None  # laser lid/door interlock, closed when the lid is shut
     busy_pin: int | None = None  # optional current sensor: high while the machine draws power
+    debounce_ms: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class ReaderConfig:
 
     backend: str = "sim"
     device: str = "usb"
+    holdoff_s: float = 0.5  # a badge left on the reader counts again only after it left this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +146,9 @@ def _name(section: Section, key: str, default: object = None) -> str:
 
 def _node(s: Section) -> NodeConfig:
     state_dir = s.get_path("state_dir", None)
-    return NodeConfig(lab=_name(s, "lab"), machine=_name(s, "machine"), state_dir=state_dir)
+    min_free_mb = s.get_float("min_free_mb", 16.0, minval=0.0, maxval=1_000_000.0)
+    return NodeConfig(lab=_name(s, "lab"), machine=_name(s, "machine"), state_dir=state_dir,
+                      min_free_mb=min_free_mb)  # fmt: skip
 
 
 def _materials(reader: ConfigReader) -> dict[str, Material]:
@@ -202,6 +209,7 @@ def _serial(s: Section) -> SerialConfig:
         rx_window=s.get_int("rx_window", 127, minval=16, maxval=65536),
         advanced_ok=s.get_bool("advanced_ok", True),
         no_answer_s=s.get_float("no_answer_s", 60.0, minval=1.0, maxval=3600.0),
+        reconnect_every_s=s.get_float("reconnect_every_s", 2.0, minval=0.1, maxval=300.0),
     )
 
 
@@ -214,6 +222,7 @@ def _session(s: Section) -> SessionConfig:
         cooldown_max_s=s.get_float("cooldown_max_s", 900.0, minval=0.0, maxval=7200.0),
         fume_runon_s=s.get_float("fume_runon_s", 120.0, minval=0.0, maxval=3600.0),
         checkpoint_every_s=s.get_float("checkpoint_every_s", 5.0, minval=0.5, maxval=600.0),
+        host_lost_relay_s=s.get_float("host_lost_relay_s", 120.0, minval=0.0, maxval=7200.0),
     )
 
 
@@ -233,6 +242,7 @@ def _gpio(s: Section, kind: str) -> GpioConfig:
         estop_pin=_pin(s, "estop_pin", 5),
         lid_pin=_pin(s, "lid_pin", 6 if kind == LASER else None),
         busy_pin=_pin(s, "busy_pin", None),
+        debounce_ms=s.get_int("debounce_ms", 30, minval=0, maxval=1000),
     )
     keys = ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin", "estop_pin", "lid_pin", "busy_pin")
     pins = [(k, getattr(config, k)) for k in keys]
@@ -250,6 +260,7 @@ def _reader(s: Section) -> ReaderConfig:
     return ReaderConfig(
         backend=s.get_str("backend", "sim", choices=("nfc", "keyboard", "sim")),
         device=s.get_str("device", "usb"),
+        holdoff_s=s.get_float("holdoff_s", 0.5, minval=0.0, maxval=60.0),
     )
 
 

@@ -36,6 +36,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self._inode: int | None = None
 
     def start(self) -> ControlServer:
         """Bind (replacing a stale socket file left by a crash) and serve in a background thread."""
@@ -52,6 +53,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, self._mode)
+        self._inode = self.path.stat().st_ino
         sock.listen(8)
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control-socket", daemon=True)
@@ -67,8 +69,11 @@ class ControlServer:
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        # Remove the socket file only while it is still ours: a second daemon that was refused
+        # (or started after us) must not lose its socket to our shutdown.
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if self._inode is not None and self.path.stat().st_ino == self._inode:
+                self.path.unlink()
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
@@ -129,8 +134,8 @@ def request(path: Path, message: dict[str, Any], timeout: float = 30.0) -> dict[
             try:
                 line = stream.readline()
             except TimeoutError:
-                message = f"the fabnode daemon at {path} did not answer within {timeout:g} s"
-                raise ControlError(message) from None
+                why = f"the fabnode daemon at {path} did not answer within {timeout:g} s"
+                raise ControlError(why) from None
     if not line:
         raise ControlError(f"the fabnode daemon at {path} closed the connection without an answer")
     reply = json.loads(line)

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from fabnode.cli import analyze, calibrate, config_cmd, doctor, members, sim, stream, usage
+from fabnode.cli import (
+    analyze,
+    calibrate,
+    config_cmd,
+    doctor,
+    members,
+    node,
+    region,
+    run,
+    sim,
+    stream,
+    telemetry,
+    usage,
+)
 
 app = typer.Typer(
     name="fabnode",
@@ -14,7 +27,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (analyze, stream, sim, config_cmd, members, usage, calibrate, doctor):
+# The order here is the order of `fabnode --help`: the member's verbs first, the region's last.
+VERB_MODULES = (
+    run, node, analyze, stream, sim, config_cmd, members, usage, telemetry, region, calibrate, doctor,
+)  # fmt: skip
+for _module in VERB_MODULES:
     _module.register(app)
 
 

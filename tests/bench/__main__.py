@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module has run() -> list[tuple[str, str, str]]: (benchmark, figure, reference/ratio).
-MODULES: list[str] = ["analysis"]
+MODULES: list[str] = ["streaming", "analysis", "node", "telemetry", "region"]
 
 
 def main() -> int:
