@@ -33,3 +33,14 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Raspberry Pi service: `sudo make install`, `sudo make uninstall` (PURGE=1 also removes /etc/fabnode and
+# the usage log). DESTDIR=/tmp/x installs into a folder, printing the system commands it skips;
+# INSTALL_FLAGS passes more options (scripts/install-pi.sh --help). Guide: README.md.
+.PHONY: install uninstall
+
+install:
+	DESTDIR="$(DESTDIR)" bash scripts/install-pi.sh $(INSTALL_FLAGS)
+
+uninstall:
+	DESTDIR="$(DESTDIR)" bash scripts/install-pi.sh --uninstall $(if $(PURGE),--purge) $(INSTALL_FLAGS)

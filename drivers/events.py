@@ -114,7 +114,7 @@ class JobCompleted:
 
 @dataclass(frozen=True, slots=True)
 class JobCancelled:
-    """The job was cancelled (by the host or the printer's screen) and the safe-stop lines were acknowledged."""
+    """The job was cancelled (by the host or the printer's screen); the safe-stop lines were acknowledged."""
 
     last_line_no: int
     reason: str

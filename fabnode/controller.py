@@ -167,6 +167,7 @@ class Controller:
         self._idle_since = 0.0
         self._idle_warned = False
         self._cooldown_since = 0.0
+        self._host_lost_at: float | None = None  # this cooldown began because the firmware's port was lost
         self._paused_since = 0.0
         self._signal_until: float | None = None  # when a refused tap's red flash ends
         self._changed = False
@@ -391,9 +392,10 @@ class Controller:
         self._go(MAINTENANCE if session.is_maintenance else UNLOCKED)
         return []
 
-    def _enter_cooldown(self, now: float, reason: str) -> list[Action]:
+    def _enter_cooldown(self, now: float, reason: str, host_lost: bool = False) -> list[Action]:
         actions = self._close_session(reason)
         self._cooldown_since = now
+        self._host_lost_at = now if host_lost else None
         self._go(COOLDOWN)
         if self.settings.kind == PRINTER:
             actions.append(HeatersOff())
@@ -402,6 +404,8 @@ class Controller:
     def _cooldown_deadline(self) -> float:
         s = self.settings
         limit = min(s.fume_runon_s, s.cooldown_max_s) if s.kind == LASER else s.cooldown_max_s
+        if self._host_lost_at is not None:
+            limit = min(limit, s.host_lost_relay_s)
         return self._cooldown_since + limit
 
     def _cooldown_over_because(self, now: float) -> str | None:
@@ -412,6 +416,8 @@ class Controller:
                 return f"hotend at {celsius:g} °C, below {s.cooldown_hotend_below_c:g} °C"
         if now < self._cooldown_deadline():
             return None
+        if self._host_lost_at is not None and now - self._host_lost_at >= s.host_lost_relay_s:
+            return f"the firmware's port was lost: relay off after {s.host_lost_relay_s:g} s"
         if s.kind == LASER and s.fume_runon_s <= s.cooldown_max_s:
             return f"fume extraction ran on for {s.fume_runon_s:g} s"
         return f"cooldown maximum ({s.cooldown_max_s:g} s) reached"
@@ -488,7 +494,7 @@ class Controller:
         return [RecordEvent("stale_job_event", detail)]
 
     def _job_ended(self, e: JobEnded) -> list[Action]:
-        """Record the job; back to the session, or COOLDOWN if a badge-out is pending; FAULT on a halt."""
+        """Record the job; back to the session (COOLDOWN: badge-out pending or port lost; FAULT: halt)."""
         if (stale := self._stale(e)) is not None:
             return stale
         job = self._need_job()
@@ -498,6 +504,10 @@ class Controller:
         status = {"completed": JobStatus.COMPLETED, "cancelled": JobStatus.CANCELLED}.get(e.outcome)
         self._job = None
         ended = RecordJobEnded(replace(job, status=status or JobStatus.FAILED), reason)
+        if e.outcome == "failed" and e.failure in self.settings.host_lost_failures:
+            # Nothing can reach the firmware, which may still be heating: end the session and keep the
+            # power only for the hotend fan / fume extraction, for host_lost_relay_s at most.
+            return [ended, *self._enter_cooldown(e.now, f"the firmware's port was lost: {reason}", True)]
         return [ended, *self._back_to_session(e.now)]
 
     def _job_paused(self, e: JobPaused) -> list[Action]:

@@ -106,6 +106,11 @@ class ControllerSettings:
     pause_max_s: float | None = 1800.0  # a job paused this long is cancelled, so power is not held forever
     signal_s: float = 2.0  # how long the red LED shows a refused tap before the LEDs return to the state's
     fault_failures: frozenset[str] = frozenset({"halted", "thermal"})  # JobEnded failures that mean FAULT
+    # A job that ended because the host lost the firmware's port (USB unplugged): the firmware may still
+    # heat and nothing can tell it to stop, so the session ends (COOLDOWN) and the relay goes off after
+    # host_lost_relay_s at most (sooner once the port is back and the hotend reads cool).
+    host_lost_failures: frozenset[str] = frozenset({"port_lost"})
+    host_lost_relay_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.kind not in (PRINTER, LASER):
@@ -114,7 +119,8 @@ class ControllerSettings:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"ControllerSettings.{name}: {value!r}, expected a number above 0")
-        for name in ("idle_warning_s", "cooldown_max_s", "fume_runon_s", "temperature_max_age_s"):
+        for name in ("idle_warning_s", "cooldown_max_s", "fume_runon_s", "temperature_max_age_s",
+                     "host_lost_relay_s"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"ControllerSettings.{name}: {value!r}, expected a number, 0 or above")

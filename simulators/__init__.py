@@ -1,1 +1,4 @@
-"""The far side of each wire (firmware on a pty, GPIO pins, badge taps). Imports nothing of fabnode/ or drivers/."""
+"""The far side of each wire (firmware on a pty, GPIO pins, badge taps).
+
+Imports nothing of fabnode/ or drivers/.
+"""

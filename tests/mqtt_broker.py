@@ -24,22 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MOSQUITTO_FALLBACK = "/usr/sbin/mosquitto"
-
-
-def mosquitto_binary() -> str | None:
-    """The mosquitto executable, or None when it is not installed."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return MOSQUITTO_FALLBACK if os.access(MOSQUITTO_FALLBACK, os.X_OK) else None
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from fabnode.mosquitto import connack_probe, free_port, mosquitto_binary
 
 
 @dataclass(frozen=True)
@@ -186,12 +171,7 @@ class MosquittoBroker:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
                 sock = ctx.wrap_socket(sock)
-            # MQTT 3.1.1 CONNECT, clean session, keepalive 5, client id "probe".
-            sock.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 5]) + b"probe")
-            reply = sock.recv(4)
-            if len(reply) < 4 or reply[0] != 0x20:
-                raise ConnectionError(f"no CONNACK (got {reply!r})")
-            sock.sendall(bytes([0xE0, 0]))  # DISCONNECT
+            connack_probe(sock)
         except (ssl.SSLError, ConnectionError) as exc:
             if self.tls and self.tls.require_certificate:
                 return  # the TLS handshake reached the broker's client-certificate check: it is up

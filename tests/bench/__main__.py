@@ -1,4 +1,7 @@
-"""`make bench`: run every benchmark and print one table (ratios against references measured in the same run)."""
+"""`make bench`: run every benchmark and print one table.
+
+Every figure stands beside a reference measured in the same run (the wire's limit, a naive host).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import importlib
 import sys
 
 # Each module has run() -> list[tuple[str, str, str]]: (benchmark, figure, reference/ratio).
-MODULES: list[str] = ["streaming", "analysis", "node", "telemetry", "region"]
+MODULES: list[str] = ["streaming", "analysis", "node", "telemetry", "region", "node_job"]
 
 
 def main() -> int:
@@ -17,7 +20,7 @@ def main() -> int:
         module = importlib.import_module(f"tests.bench.{name}")
         print(f"# running {name} ...", file=sys.stderr, flush=True)
         rows.extend(module.run())
-    width = [max(len(r[i]) for r in rows + [("benchmark", "result", "reference")]) for i in range(3)]
+    width = [max(len(r[i]) for r in [*rows, ("benchmark", "result", "reference")]) for i in range(3)]
     print(f"{'benchmark':<{width[0]}}  {'result':<{width[1]}}  reference")
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}")

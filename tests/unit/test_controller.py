@@ -459,11 +459,38 @@ def test_a_firmware_halt_ends_the_job_as_failed_and_faults(failure):
     assert rig.c.state is State.LOCKED
 
 
-def test_a_lost_port_fails_the_job_but_keeps_the_session():
-    rig = running(Rig())
-    actions = rig.send(JobEnded, "job-1", "failed", "serial port lost", "port_lost")
-    assert not of(actions, SwitchRelay)
-    assert rig.c.state is State.UNLOCKED and rig.c.session.member == ALICE
+def test_a_lost_port_fails_the_job_and_the_relay_goes_off_after_the_grace_period():
+    # The firmware may still be heating and nothing can reach it: the session ends, the power stays on
+    # for the hotend fan for host_lost_relay_s at most (no reading can end the cooldown sooner).
+    rig = running(Rig(host_lost_relay_s=90.0, cooldown_max_s=900.0))
+    actions = rig.later(60).send(JobEnded, "job-1", "failed", "serial port lost", "port_lost")
+    [ended] = of(actions, RecordJobEnded)
+    assert ended.job.status == "failed" and ended.reason == "serial port lost"
+    assert of(actions, CloseSession)[0].reason == "the firmware's port was lost: serial port lost"
+    assert not of(actions, SwitchRelay) and of(actions, HeatersOff)
+    assert rig.c.state is State.COOLDOWN and rig.c.session is None and rig.c.relay_on
+    lost_at = rig.now
+    assert rig.c.next_deadline() == lost_at + 90.0
+    assert not of(rig.tick_at(lost_at + 89.9), SwitchRelay)
+    actions = rig.tick_at(lost_at + 90.0)
+    assert of(actions, SwitchRelay) == [SwitchRelay(False)] and rig.c.state is State.LOCKED
+    assert "relay off after 90 s" in of(actions, RecordEvent)[0].detail
+
+
+def test_after_a_lost_port_a_cool_reading_once_it_is_back_ends_the_cooldown_sooner():
+    rig = running(Rig(host_lost_relay_s=90.0))
+    rig.later(60).send(JobEnded, "job-1", "failed", "serial port lost", "port_lost")
+    assert rig.later(20).send(TemperatureReported, 180.0) == []  # reconnected, still hot
+    actions = rig.later(10).send(TemperatureReported, 45.0)
+    assert of(actions, SwitchRelay) == [SwitchRelay(False)] and rig.c.state is State.LOCKED
+
+
+def test_a_new_session_after_a_lost_port_has_the_usual_cooldown():
+    rig = running(Rig(host_lost_relay_s=30.0, cooldown_max_s=600.0))
+    rig.later(5).send(JobEnded, "job-1", "failed", "serial port lost", "port_lost")
+    rig.later(1).tap(ALICE)  # a tap in COOLDOWN opens a new session
+    rig.later(1).tap(ALICE)  # badge-out: an ordinary cooldown, no host-lost limit
+    assert rig.c.state is State.COOLDOWN and rig.c.next_deadline() == rig.now + 600.0
 
 
 def test_a_firmware_fault_outside_a_job_faults():

@@ -1,0 +1,161 @@
+"""The daemon's small parts: sd_notify, the systemd files, job figures from acknowledged lines."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import socket
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fabnode.config import load_config
+from fabnode.daemon import controller_settings
+from fabnode.gcode import analyze_file
+from fabnode.machine import MachineProfile
+from fabnode.node_jobs import JobBook, preflight
+from fabnode.sdnotify import Notifier
+from fabnode.usage import UsageLog
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "fabnode.service"
+WALL = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+# --- sd_notify ---------------------------------------------------------------------------------
+
+
+def test_notify_sends_datagrams_to_the_notify_socket(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(2)
+        notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
+        assert notifier.enabled and notifier.watchdog_s == 15.0
+        assert notifier.ready("locked")
+        assert listener.recv(256) == b"READY=1\nSTATUS=locked"
+        assert notifier.watchdog()
+        assert listener.recv(256) == b"WATCHDOG=1"
+
+
+def test_notify_in_the_abstract_namespace() -> None:
+    name = f"fabnode-test-{id(object())}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind("\0" + name)
+        listener.settimeout(2)
+        assert Notifier({"NOTIFY_SOCKET": "@" + name}).stopping()
+        assert listener.recv(64) == b"STOPPING=1"
+
+
+def test_without_systemd_nothing_is_sent() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_s is None
+    assert notifier.ready() is False
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_s is None  # another process's
+
+
+# --- systemd files -----------------------------------------------------------------------------
+
+
+def _unit() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT, encoding="utf-8")
+    return parser
+
+
+def test_the_unit_declares_notify_watchdog_user_and_sandbox() -> None:
+    service = _unit()["Service"]
+    expected = {
+        "Type": "notify", "User": "fabnode", "StateDirectory": "fabnode", "RuntimeDirectory": "fabnode",
+        "Restart": "on-failure",
+        "ProtectSystem": "strict", "PrivateTmp": "yes", "NoNewPrivileges": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    }  # fmt: skip
+    for key, value in expected.items():
+        assert service.get(key) == value, key
+    assert set(service["SupplementaryGroups"].split()) == {"dialout", "gpio"}
+    assert int(service["WatchdogSec"]) > 0 and "ProtectHome" in service
+    text = UNIT.read_text(encoding="utf-8")
+    assert "Environment=FABNODE_STATE_DIR=/var/lib/fabnode" in text.splitlines()  # one of several
+    allowed = [line for line in text.splitlines() if line.startswith("DeviceAllow=")]
+    for device in ("char-ttyUSB", "char-ttyACM", "char-ttyAMA", "gpiomem", "gpiochip"):
+        assert any(device in line for line in allowed), device  # serial ports and the GPIO stay reachable
+    assert "fabnode run --config" in service["ExecStart"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+    # verify insists that ExecStart's binary exists: point it at one that does.
+    unit = tmp_path / "fabnode.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/fabnode", "/bin/true"), encoding="utf-8")
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_udev_rule_names_the_printer_port() -> None:
+    rules = [line for line in (REPO / "systemd" / "99-fabnode-serial.rules").read_text().splitlines()
+             if line and not line.startswith("#")]  # fmt: skip
+    symlinks = [r for r in rules if 'SYMLINK+="fabnode-printer"' in r]
+    assert len(symlinks) >= 4
+    assert all('ATTRS{idVendor}=="' in r and 'GROUP="dialout"' in r for r in symlinks)
+
+
+# --- jobs: figures up to the last acknowledged line --------------------------------------------
+
+
+def _print(tmp_path: Path) -> Path:
+    moves = [f"G1 X{10 + i} Y10 E{i + 1}.0 F1200" for i in range(10)]
+    path = tmp_path / "part.gcode"
+    path.write_text("\n".join(["G28", "G92 E0", "M82", *moves]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_cancelled_job_records_the_filament_of_what_was_acknowledged(tmp_path: Path) -> None:
+    profile = MachineProfile()
+    pre = preflight(_print(tmp_path), profile)
+    assert pre.ok and len(pre.lines) == 13
+    with UsageLog.open(tmp_path / "usage.db") as log:
+        book = JobBook(log, "printer-1", profile, 5.0, lambda: WALL)
+        job = book.start("job-a", pre, None, None, now=100.0)
+        book.acked(lines_acked=6, last_line_no=7)  # 4 of the 10 extruding moves ran
+        book.checkpoint(now=101.0)
+        assert log.job(job.row_id)["filament_mm"] == pytest.approx(4.0)
+        summary = book.finish("cancelled", "cancelled from the control socket", now=102.0)
+        assert summary is not None and summary["recorded"] is True
+        row = log.job(job.row_id)
+    assert row["status"] == "cancelled" and summary["status"] == "cancelled"
+    assert summary["filament_mm"] == pytest.approx(row["filament_mm"])
+    assert row["filament_mm"] == pytest.approx(4.0) and row["last_line_acked"] == 7
+    full = analyze_file(tmp_path / "part.gcode", profile)
+    assert full.filament_mm == pytest.approx(10.0) and row["running_s"] == pytest.approx(2.0)
+
+
+def test_an_aborted_job_is_stored_failed_with_the_reason(tmp_path: Path) -> None:
+    profile = MachineProfile()
+    with UsageLog.open(tmp_path / "usage.db") as log:
+        book = JobBook(log, "printer-1", profile, 5.0, lambda: WALL)
+        book.start("job-b", preflight(_print(tmp_path), profile), None, None, now=0.0)
+        row = book.finish("aborted", "emergency stop pressed", now=1.0)
+    assert row is not None and (row["status"], row["reason"]) == ("failed", "aborted: emergency stop pressed")
+
+
+def test_preflight_names_lines_and_unreadable_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gcode"
+    bad.write_text("G28\nG1 X999 F100\nM500\n", encoding="utf-8")
+    pre = preflight(bad, MachineProfile())
+    assert not pre.ok and [p.split(":")[0] for p in pre.problems] == ["line 2", "line 3"]
+    missing = preflight(tmp_path / "nope.gcode", MachineProfile())
+    assert not missing.ok and "cannot be read" in missing.problems[0]
+    empty = tmp_path / "empty.gcode"
+    empty.write_text("; only a comment\n", encoding="utf-8")
+    assert "no G-code command" in preflight(empty, MachineProfile()).problems[0]
+
+
+def test_controller_settings_come_from_the_config() -> None:
+    config = load_config(REPO / "config" / "fabnode-laser.toml")
+    settings = controller_settings(config)
+    assert settings.kind == "laser" and settings.idle_timeout_s == 600.0 and settings.fume_runon_s == 120.0
