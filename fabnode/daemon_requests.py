@@ -71,6 +71,9 @@ class RequestHandler:
             return self._badge(request)
         if cmd == "sim-input":
             return self._sim_input(request)
+        if cmd == "telemetry":
+            publisher = self.d.telemetry  # its status() is a copy under its own lock: no controller call
+            return {"ok": True, "telemetry": publisher.status() if publisher is not None else None}
         return {"ok": False, "error": f"unknown request {cmd!r}"}
 
     # --- print ------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ firmware's parser:
 - the firmware's RX ring buffer of `rx_buffer` bytes: a byte that arrives while it is full is
   DROPPED and counted in `stats.overflow_drops` (as a UART ISR without flow control does);
 - line noise: `noise` is the fraction of host->firmware lines in which one byte is corrupted,
-  `reply_noise` the same for firmware->host lines (seeded RNG, reproducible);
+  `reply_noise` the same for firmware->host lines (seeded RNG, reproducible). Reply noise is drawn
+  per complete line (a line ends with b"\n"), from its own RNG, whatever pieces the firmware sent it
+  in: with `reply_noise` on, a reply line's bytes keep their baud timing but are held until the line's
+  b"\n" is sent, so a firmware must end what it sends with b"\n" (Marlin and GRBL do);
 - a dropped connection: `drop_connection()` closes the pty, the host sees an I/O error.
 
 Everything runs in ONE thread scheduled on time.monotonic: the loop waits in select() on the master
@@ -119,12 +122,15 @@ class Wire:
         self.reply_noise = reply_noise
         self.stats = stats if stats is not None else WireStats()
         self.tick_s = tick_s
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # host->firmware noise
+        # its own stream: the two directions' draws interleave by timing, replies must not depend on it
+        self._reply_rng = random.Random(f"reply-{seed}")
         self._rx = bytearray()  # the firmware's RX ring buffer
         self._inbound: deque[tuple[float, int]] = deque()  # (arrival time, byte) on the wire
         self._in_line_len = 0  # bytes of the current host line read so far
         self._in_tx_end = 0.0  # when the host->firmware wire is next free
         self._outbound: deque[tuple[float, int]] = deque()  # (delivery time, byte)
+        self._reply_line: list[tuple[float, int]] = []  # reply line still without its b"\n" (noise on)
         self._out_tx_end = 0.0
         self._out_pending = b""  # delivered but not yet accepted by the kernel (host not reading)
         # keep ~20 ms of wire in flight; the rest waits in the kernel so the host feels back-pressure
@@ -198,12 +204,16 @@ class Wire:
         """
         if self._dropped:
             return
-        data = self._corrupt_reply(data)
         now = time.monotonic()
         t = max(now, self._out_tx_end)
         for byte in data:
             t += self.byte_time
-            self._outbound.append((t + self.latency_s, byte))
+            if self.reply_noise <= 0:
+                self._outbound.append((t + self.latency_s, byte))
+                continue
+            self._reply_line.append((t + self.latency_s, byte))
+            if byte == 0x0A:
+                self._release_reply_line()
         self._out_tx_end = t
 
     def drop_connection(self) -> None:
@@ -215,7 +225,7 @@ class Wire:
 
     def send_pending(self) -> int:
         """Bytes queued towards the host and not yet delivered."""
-        return len(self._outbound) + len(self._out_pending)
+        return len(self._outbound) + len(self._out_pending) + len(self._reply_line)
 
     # ---- the loop ---------------------------------------------------------------------------------
 
@@ -309,19 +319,18 @@ class Wire:
         self._inbound[idx] = (due, _flip_bit(byte, self._rng))
         self.stats.corrupted_lines += 1
 
-    def _corrupt_reply(self, data: bytes) -> bytes:
-        if self.reply_noise <= 0 or not data:
-            return data
-        out = bytearray(data)
-        start = 0
-        for i, byte in enumerate(out):
-            if byte == 0x0A:
-                if i > start and self._rng.random() < self.reply_noise:
-                    j = start + self._rng.randrange(i - start)
-                    out[j] = _flip_bit(out[j], self._rng)
-                    self.stats.corrupted_replies += 1
-                start = i + 1
-        return bytes(out)
+    def _release_reply_line(self) -> None:
+        """A reply line is complete: maybe corrupt one of its bytes, then put it on the wire."""
+        # drawn once per line over the whole line, so how the firmware split it cannot matter
+        line = self._reply_line
+        body = len(line) - 1  # the bytes before the b"\n"
+        if body > 0 and self._reply_rng.random() < self.reply_noise:
+            j = self._reply_rng.randrange(body)
+            due, byte = line[j]
+            line[j] = (due, _flip_bit(byte, self._reply_rng))
+            self.stats.corrupted_replies += 1
+        self._outbound.extend(line)
+        line.clear()
 
     def _deliver_inbound(self, now: float) -> bool:
         """Bytes whose arrival time has come enter the RX buffer (or are dropped when it is full)."""

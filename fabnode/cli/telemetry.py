@@ -14,7 +14,8 @@ import typer
 
 from fabnode.cli.usage import StateDirOption, open_existing_log
 from fabnode.config import ConfigError, load_config
-from fabnode.paths import ensure_state_dir, resolve_state_dir, usage_db_path
+from fabnode.control import ControlError, request
+from fabnode.paths import control_socket_path, ensure_state_dir, resolve_state_dir, usage_db_path
 from fabnode.telemetry import TelemetryError, TelemetryPublisher, TelemetrySettings
 from fabnode.usage import UsageLog, UsageLogError
 
@@ -40,6 +41,20 @@ _LABELS = (
     ("last_sent_at", "last sent"),
     ("last_acked_at", "last acknowledged"),
 )
+
+
+def _daemon_connection(state_dir: Path | None) -> dict[str, Any]:
+    """The running daemon's publisher: connected, last PUBACK, last ack, last error (or why unknown)."""
+    try:
+        reply = request(control_socket_path(resolve_state_dir(state_dir)), {"cmd": "telemetry"}, timeout=5.0)
+    except ControlError as exc:
+        return {"daemon": False, "detail": str(exc)}
+    live = reply.get("telemetry") if reply.get("ok") else None
+    if live is None:
+        why = reply.get("error") or "no broker configured: records wait in the outbox"
+        return {"daemon": True, "detail": why}
+    keys = ("connected", "last_puback_at", "last_ack_seq", "in_flight", "last_error")
+    return {"daemon": True, **{key: live.get(key) for key in keys}}
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -69,6 +84,14 @@ def _print_status(stats: dict[str, Any], as_json: bool) -> None:
     for key, label in _LABELS:
         value = stats.get(key)
         typer.echo(f"{label + ':':<32} {'-' if value is None else value}")
+    connection = stats["connection"]
+    if "connected" not in connection:
+        typer.echo(f"{'connection:':<32} unknown ({connection['detail']})")
+        return
+    state = "connected" if connection["connected"] else "not connected"
+    error = f"; last error: {connection['last_error']}" if connection["last_error"] else ""
+    typer.echo(f"{'connection:':<32} {state}{error}")
+    typer.echo(f"{'last PUBACK:':<32} {connection['last_puback_at'] or '-'}")
 
 
 def register(app: typer.Typer) -> None:
@@ -77,9 +100,11 @@ def register(app: typer.Typer) -> None:
 
     @group.command("status")
     def status(state_dir: StateDirOption = None, as_json: bool = typer.Option(False, "--json")) -> None:
-        """The outbox: how many messages wait for the region's ack, the oldest, the last sent and acked."""
+        """The outbox (backlog, oldest, last sent and acked) and, when the daemon runs, its connection."""
         with open_existing_log(state_dir) as log:
-            _print_status(log.outbox_stats(), as_json)
+            stats = log.outbox_stats()
+        stats["connection"] = _daemon_connection(state_dir)
+        _print_status(stats, as_json)
 
     @group.command("flush")
     def flush(

@@ -136,6 +136,38 @@ def test_reply_noise_corrupts_firmware_lines(wire_factory) -> None:
     assert wire.stats.corrupted_replies == 5
 
 
+class Chatty(Echo):
+    """A firmware that answers each host line with `replies`, written in `piece`-byte sends."""
+
+    def __init__(self, replies: bytes, piece: int) -> None:
+        super().__init__()
+        self.replies, self.piece = replies, piece
+
+    def poll(self, now: float) -> float | None:
+        assert self.wire is not None
+        while self.wire.rx_available() and self.wire.rx_read_line().endswith(b"\n"):
+            for i in range(0, len(self.replies), self.piece):
+                self.wire.send(self.replies[i : i + self.piece])
+        return None
+
+
+def test_reply_noise_is_per_line_whatever_pieces_the_firmware_sends(wire_factory) -> None:
+    lines = [f"ok T:{n}.00 /200.00 B:60.00 /60.00\n".encode() for n in range(8)]
+    runs = []
+    for piece in (len(b"".join(lines)), 7, 1):  # all at once, in pieces, byte by byte
+        wire, port = wire_factory(Chatty(b"".join(lines), piece), reply_noise=0.5, seed=3)
+        port.write(b"M105\n")
+        got = read_exactly(port, sum(map(len, lines))).splitlines(keepends=True)
+        assert len(got) == len(lines)
+        pairs = zip(lines, got, strict=True)
+        changed = [sum(a != b for a, b in zip(sent, back, strict=True)) for sent, back in pairs]
+        assert set(changed) <= {0, 1}  # a chosen line has exactly one corrupted byte
+        assert wire.stats.corrupted_replies == sum(changed)
+        assert 0 < sum(changed) < len(lines)  # half the lines, give or take: some, not all
+        runs.append(got)
+    assert runs[0] == runs[1] == runs[2]  # the same seed corrupts the same bytes
+
+
 def test_noise_is_seeded(wire_factory) -> None:
     runs = []
     for _ in range(2):
