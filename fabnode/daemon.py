@@ -149,6 +149,9 @@ class Daemon:
         self._reconnect_at: float | None = None
         self._heaters_off_on_greeting = False
         self._hello_at: float | None = None  # a reopened board that has not greeted is spoken to then
+        # Set once the board greeted (or GREETING_WAIT_S passed): a board resets when its port opens and
+        # a job sent before its `start` is lost in that reset, so job requests wait for this (any thread).
+        self.firmware_settled = threading.Event()
         self._storage_retry_at: float | None = None
         self._watchdog_at = 0.0
         self.server: ControlServer | None = None
@@ -360,7 +363,9 @@ class Daemon:
             self.streamer = None
             self._reconnect_at = now + self.config.serial.reconnect_every_s
             self.health.port_absent(exc.reason, now)
+            self.firmware_settled.set()  # nothing to wait for: a job is refused as not connected
             return
+        self.firmware_settled.clear()
         self._reconnect_at = None
         # A board we lost touch with may still be heating: once it answers, tell it to stop.
         self._heaters_off_on_greeting = self.health.port_open(now)
@@ -414,6 +419,7 @@ class Daemon:
     def _hello(self) -> None:
         """The board answers (or was given time to): heaters off after a lost port, temperature reports."""
         self._hello_at = None
+        self.firmware_settled.set()
         streamer = self.streamer
         if self.config.machine.firmware != MARLIN or streamer is None:
             return

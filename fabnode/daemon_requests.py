@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fabnode.daemon")
 MAX_PROBLEMS_SHOWN = 20
+# How long a job request waits for a board that was just reset by its port opening (the daemon gives
+# it GREETING_WAIT_S to greet, then speaks to it anyway); the margin is for a loaded machine.
+SETTLE_WAIT_S = 10.0
 
 
 def _reply(reply: Reply | None) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class RequestHandler:
         pre = preflight(Path(file), self.d.config.machine)
         if not pre.ok:
             return self._refused(pre)
+        self.d.firmware_settled.wait(SETTLE_WAIT_S)
         job_id = uuid.uuid4().hex
         answer = _reply(self.d.call(lambda now: self.submit_job(pre, job_id, now)))
         if answer["ok"]:
@@ -95,7 +99,8 @@ class RequestHandler:
         """Ask the controller to run a file that passed preflight (controller thread); its Reply.
 
         Refused before the controller hears of it when it could not run or not be recorded: the
-        firmware's port is not connected, or the usage log cannot be written (a full disk).
+        firmware's port is not connected, its board has not greeted since the port opened (callers wait
+        for `firmware_settled` first), or the usage log cannot be written (a full disk).
         """
         d = self.d
         if d.controller.state in (State.UNLOCKED, State.MAINTENANCE):  # it would start: can it run?
@@ -104,6 +109,9 @@ class RequestHandler:
             if d.streamer is None or d.streamer.lost is not None:
                 return Reply(False, f"the firmware's port {d.parts.port} is not connected (USB cable?): "
                                     "the job was not started")  # fmt: skip
+            if not d.firmware_settled.is_set():  # lines sent now would be lost in the board's reset
+                return Reply(False, f"the firmware on {d.parts.port} is still starting up (it resets when "
+                                    "its port opens): the job was not started, try again")  # fmt: skip
         d.prepared[job_id] = pre
         d.actions.start_refused = None
         try:
@@ -129,6 +137,8 @@ class RequestHandler:
 
         def check() -> None:
             pre = preflight(path, self.d.config.machine)
+            if pre.ok:
+                self.d.firmware_settled.wait(SETTLE_WAIT_S)
             self.d.call(lambda later: self._inbox_checked(tap, pre, later), timeout=60.0)
 
         threading.Thread(target=check, name="inbox-preflight", daemon=True).start()

@@ -79,7 +79,8 @@ class TapDesk:
             return BadgeTapped(now, "unreadable", None, "unreadable badge")
         d = self.d
         today = d.wall().astimezone().date()  # trainings expire by the lab's calendar: the wall clock
-        decision = access.check_access(d.log.db, hashed, d.config.node.machine, today)
+        with d.log.locked() as db:  # the telemetry thread shares the connection
+            decision = access.check_access(db, hashed, d.config.node.machine, today)
         role: Role = "technician" if decision.role == access.TECHNICIAN else "member"
         member = MemberRef(decision.member_id, role, decision.name or "") \
             if decision.member_id is not None else None  # fmt: skip

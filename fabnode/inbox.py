@@ -66,17 +66,34 @@ class Inbox:
         return self._move(path, ACCEPTED)
 
     def reject(self, path: Path, problems: list[str]) -> Path:
-        """Move a file that failed preflight to `rejected/`, with its problems in `<name>.problems.txt`."""
-        moved = self._move(path, REJECTED)
-        report = moved.with_name(moved.name + ".problems.txt")
-        report.write_text("\n".join(problems) + "\n", encoding="utf-8")
-        return moved
+        """Move a file that failed preflight to `rejected/`, with its problems in `<name>.problems.txt`.
+
+        The report is complete before the file shows up in `rejected/`: whoever sees the file (the
+        member, a script) can read why at once.
+        """
+        target = self._target(path, REJECTED)
+        report = target.with_name(target.name + ".problems.txt")
+        partial = report.with_name(f".{report.name}.part")
+        partial.write_text("\n".join(problems) + "\n", encoding="utf-8")
+        os.replace(partial, report)
+        try:
+            os.replace(path, target)
+        except OSError:
+            report.unlink(missing_ok=True)  # no report without its file
+            raise
+        return target
 
     def set_aside_stale(self) -> list[Path]:
         """Move every file already waiting to `stale/` (called as a session opens); return the new paths."""
         return [self._move(path, STALE) for path in self.waiting()]
 
     def _move(self, path: Path, sub: str) -> Path:
+        target = self._target(path, sub)
+        os.replace(path, target)
+        return target
+
+    def _target(self, path: Path, sub: str) -> Path:
+        """A free name for `path` in subfolder `sub`, stamped with the time it is moved."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         folder = self.folder / sub
         folder.mkdir(mode=0o2775, parents=True, exist_ok=True)
@@ -85,5 +102,4 @@ class Inbox:
         while target.exists():
             n += 1
             target = folder / f"{stamp}-{n}-{path.name}"
-        os.replace(path, target)
         return target

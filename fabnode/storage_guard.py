@@ -47,8 +47,7 @@ def free_bytes(folder: Path) -> int:
 
 def probe_write(usage: UsageLog) -> None:
     """One real, tiny write (the schema version rewritten as it is): fails as any record would."""
-    db = usage.db
-    with write_transaction(db):
+    with usage.locked() as db, write_transaction(db):  # the log may be shared with another thread
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         db.execute(f"PRAGMA user_version = {version}")
 

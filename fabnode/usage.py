@@ -18,7 +18,8 @@ makes every earlier checkpoint durable.
 
 Wall-clock times (`now`: an aware datetime) are stored as UTC ISO-8601; durations (`running_s`,
 `paused_s`, `duration_s`) come from the caller's monotonic clock. One object may be shared between
-threads (a lock serialises calls); a second process opens its own.
+threads (a lock serialises calls; direct queries on a shared one go through `locked()`); a second
+process opens its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import math
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import wraps
@@ -169,8 +171,15 @@ class UsageLog:
 
     @property
     def db(self) -> Database:
-        """The sqlite-utils database (fabnode.access and the reports query it)."""
+        """The sqlite-utils database (fabnode.access and the reports query it); see `locked()`."""
         return self._db
+
+    @contextmanager
+    def locked(self) -> Iterator[Database]:
+        """The database, with this object's lock held: how a log shared between threads is queried
+        directly (one connection: another thread's transaction would break into the query's)."""
+        with self._lock:
+            yield self._db
 
     @property
     def schema_version(self) -> int:

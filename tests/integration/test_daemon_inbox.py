@@ -47,7 +47,8 @@ def test_inbox_files_start_by_a_tap_bad_ones_are_set_aside(tmp_path: Path) -> No
 
         _drop(gcode_prefix(tmp_path, 200, "good.gcode"), inbox)
         assert node.tap(MEMBER_UID)["ok"]
-        node.wait_status(lambda s: (s["last_job"] or {}).get("status") == "completed", 30, "inbox job done")
+        ended = node.wait_status(lambda s: s["last_job"] is not None, 30, "the inbox job's end")["last_job"]
+        assert ended["status"] == "completed", f"{ended}\ndaemon log:\n{node.output()}"
         [job] = node.rows("SELECT * FROM jobs")
         assert job["file_name"] == "good.gcode" and job["status"] == "completed"
         assert list((inbox / "accepted").glob("*good.gcode")) and node.status()["inbox"]["waiting"] == []

@@ -59,3 +59,24 @@ def test_two_files_of_one_name_do_not_overwrite_each_other(tmp_path: Path) -> No
     second = inbox.accept(_file(inbox.folder, "part.gcode", 1_000, "second\n"))
     assert first != second
     assert {first.read_text(), second.read_text()} == {"first\n", "second\n"}
+
+
+def test_a_rejected_file_shows_up_with_its_whole_report(tmp_path: Path, monkeypatch) -> None:
+    """Whoever sees the file in rejected/ (a member, the daemon's tests polling for it) reads why at once."""
+    inbox = Inbox(tmp_path / "inbox").ensure()
+    bad = _file(inbox.folder, "bad.gcode", 2_000)
+    seen: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        real_replace(src, dst)
+        landed = Path(dst)
+        if landed.parent.name == "rejected" and landed.name.endswith("-bad.gcode"):
+            report = landed.with_name(landed.name + ".problems.txt")
+            seen.append((landed.name, report.read_text() if report.exists() else "<no report>"))
+
+    monkeypatch.setattr(os, "replace", replace)
+    rejected = inbox.reject(bad, ["line 2: X 900 beyond 180"])
+    assert seen == [(rejected.name, "line 2: X 900 beyond 180\n")]
+    left = sorted(p.name for p in rejected.parent.iterdir())
+    assert left == [rejected.name, f"{rejected.name}.problems.txt"]  # no partial report left behind
