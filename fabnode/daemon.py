@@ -78,6 +78,7 @@ STOP_JOB_WAIT_S = 5.0
 GREETING_WAIT_S = 3.0
 MAX_WAIT_S = 1.0
 STORAGE_RETRY_S = 2.0  # how often records a full disk held back are tried again
+TELEMETRY_RESTART_EVERY_S = 60.0
 _FATAL_WORDS = {"halted": fw.FAILURE_HALTED, "kill()": fw.FAILURE_HALTED, "thermal": fw.FAILURE_THERMAL,
                 "maxtemp": fw.FAILURE_THERMAL, "mintemp": fw.FAILURE_THERMAL}  # fmt: skip
 
@@ -147,6 +148,7 @@ class Daemon:
         self._acked = (0, 0)  # (lines acked, last file line): written by the streamer thread only
         self._stopping = False
         self._reconnect_at: float | None = None
+        self._telemetry_retry_at = 0.0
         self._heaters_off_on_greeting = False
         self._hello_at: float | None = None  # a reopened board that has not greeted is spoken to then
         # Set once the board greeted (or GREETING_WAIT_S passed): a board resets when its port opens and
@@ -315,9 +317,19 @@ class Daemon:
         if self._hello_at is not None and now >= self._hello_at:
             self._hello()
         self._retry_storage(now)
+        self._supervise_telemetry(now)
         if self.notifier.watchdog_s is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
             self._watchdog_at = now + self.notifier.watchdog_s
+
+    def _supervise_telemetry(self, now: float) -> None:
+        # A bug in the publisher must not silence a node for days: records wait safely in the outbox,
+        # so a fresh publisher (at most one a minute) simply carries on from the region's last ack.
+        if self.telemetry is None or not self.telemetry.crashed or now < self._telemetry_retry_at:
+            return
+        log.error("telemetry publisher stopped unexpectedly: starting a new one")
+        self._telemetry_retry_at = now + TELEMETRY_RESTART_EVERY_S
+        self.restart_telemetry()
 
     def _checkpoint(self, now: float) -> None:
         try:  # a checkpoint the disk refuses is skipped: the job runs on, the next one or its end tells

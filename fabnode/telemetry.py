@@ -116,6 +116,11 @@ class TelemetryPublisher:
             self._thread.join(timeout)
             self._thread = None
 
+    @property
+    def crashed(self) -> bool:
+        """The publisher's thread ended without being asked to: the daemon should start a new one."""
+        return self._thread is not None and not self._thread.is_alive() and not self._stopping
+
     def wake(self) -> None:
         """New outbox rows were written: look at the outbox now."""
         self._wake.set()
