@@ -6,45 +6,31 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from simulators.marlin import MarlinSimulator
 from tests.conftest import gcode_path
 from tests.integration.test_stream_helpers import (
     REPO,
+    SimFactory,
     fabnode,
     job_commands,
     json_summary,
+    sim_factory,
     wire_commands,
     write_prefix,
 )
-
-pytest.importorskip("drivers.marlin")
-sim_module = pytest.importorskip("simulators.marlin")
 
 BAUD = 1_000_000
 SUMMARY_KEYS = {"status", "lines", "lines_acked", "bytes", "resends", "duration_s", "last_line", "reason",
                 "filament_mm", "laser_on_s", "efficiency"}
 
-SimFactory = Callable[..., object]
-
-
 @pytest.fixture
 def start_sim() -> Iterator[SimFactory]:
-    sims: list[object] = []
-
-    def make(**kw: object) -> object:
-        kw.setdefault("time_scale", 0)
-        kw.setdefault("baud", BAUD)
-        sim = sim_module.MarlinSimulator(**kw).start()
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.stop()  # type: ignore[attr-defined]
+    yield from sim_factory(MarlinSimulator, BAUD)
 
 
 @pytest.fixture

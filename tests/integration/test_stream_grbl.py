@@ -6,45 +6,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from drivers import grbl
 from drivers.events import AlarmRaised
+from simulators.grbl import GrblSimulator
 from tests.conftest import gcode_path
 from tests.integration.test_stream_helpers import (
     REPO,
+    SimFactory,
     fabnode,
     json_summary,
     run_job,
+    sim_factory,
     wire_commands,
     write_prefix,
 )
 
-grbl = pytest.importorskip("drivers.grbl")
-sim_module = pytest.importorskip("simulators.grbl")
-
 FAST_BAUD = 1_000_000  # content tests: the wire's speed is not what they check
 FAULT_AT = 60  # the firmware's N-th line
 
-SimFactory = Callable[..., object]
-
-
 @pytest.fixture
 def start_sim() -> Iterator[SimFactory]:
-    sims: list[object] = []
-
-    def make(**kw: object) -> object:
-        kw.setdefault("time_scale", 0)
-        kw.setdefault("baud", FAST_BAUD)
-        sim = sim_module.GrblSimulator(**kw).start()
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.stop()  # type: ignore[attr-defined]
+    yield from sim_factory(GrblSimulator, FAST_BAUD)
 
 
 def laser_lines(count: int | None = None) -> list[str]:

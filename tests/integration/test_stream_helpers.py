@@ -6,14 +6,34 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from drivers.gcode_text import strip_for_wire
 from drivers.serial_link import SerialLink
 from drivers.streamer import JobEnded, Streamer
 
 REPO = Path(__file__).resolve().parents[2]
+SimFactory = Callable[..., Any]
+
+
+def sim_factory(simulator: type, baud: int) -> Iterator[SimFactory]:
+    """Body of a `start_sim` fixture: make(**options) starts a simulator; all are stopped afterwards."""
+    sims: list[Any] = []
+
+    def make(**kw: object) -> Any:
+        kw.setdefault("time_scale", 0)
+        kw.setdefault("baud", baud)
+        sim = simulator(**kw).start()
+        sims.append(sim)
+        return sim
+
+    try:
+        yield make
+    finally:
+        for sim in sims:
+            sim.stop()
 
 
 class Recorder:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from drivers import marlin
+from simulators.marlin import MarlinSimulator
 from tests.conftest import gcode_path
-from tests.integration.test_stream_helpers import job_commands, run_job, wire_commands
-
-marlin = pytest.importorskip("drivers.marlin")
-sim_module = pytest.importorskip("simulators.marlin")
+from tests.integration.test_stream_helpers import (
+    SimFactory,
+    job_commands,
+    run_job,
+    sim_factory,
+    wire_commands,
+)
 
 FAST_BAUD = 1_000_000  # content tests: the wire's speed is not what they check
 FAULT_AT = 40  # the wire's N of the line at which a fault fires
@@ -21,23 +26,9 @@ def host(**kw: object) -> object:
     kw.setdefault("poke_after_s", 0.3)
     return marlin.MarlinHost(**kw)
 
-SimFactory = Callable[..., object]
-
-
 @pytest.fixture
 def start_sim() -> Iterator[SimFactory]:
-    sims: list[object] = []
-
-    def make(**kw: object) -> object:
-        kw.setdefault("time_scale", 0)
-        kw.setdefault("baud", FAST_BAUD)
-        sim = sim_module.MarlinSimulator(**kw).start()
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.stop()  # type: ignore[attr-defined]
+    yield from sim_factory(MarlinSimulator, FAST_BAUD)
 
 
 def file_lines(name: str, count: int) -> list[str]:

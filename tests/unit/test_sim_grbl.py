@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import serial
 
 from simulators.grbl_core import GrblConfig, GrblCore
 from tests.conftest import gcode_path
@@ -304,9 +305,6 @@ def test_flood_while_the_planner_is_full_drops_what_the_rx_buffer_cannot_hold() 
 
 
 # -- over a real pty ---------------------------------------------------------------------------------
-
-serial = pytest.importorskip("serial")
-
 
 def _read_until(port: object, marker: bytes, timeout: float = 3.0) -> bytes:
     deadline = time.monotonic() + timeout
