@@ -432,6 +432,9 @@ def level(probe: bool | None = None) -> Dialogue:
 
 def member_job_refusal(status: Mapping[str, object], machine: str) -> str | None:
     """Why a routine must not run, from the daemon's `{"cmd": "status"}` reply; None when it may."""
+    nested = status.get("status")  # the daemon's reply is {"ok": true, "status": {...}}
+    if isinstance(nested, Mapping):
+        status = nested
     state = str(status.get("state", "")).lower()
     if state not in RUNNING_STATES or _maintenance(status):
         return None
@@ -445,6 +448,6 @@ def _maintenance(status: Mapping[str, object]) -> bool:
         return True
     for key in ("session", "job"):
         part = status.get(key)
-        if isinstance(part, Mapping) and part.get("is_maintenance") is True:
+        if isinstance(part, Mapping) and True in (part.get("is_maintenance"), part.get("maintenance")):
             return True
     return False

@@ -60,10 +60,12 @@ from fabnode.controller_types import (
     Tick,
 )
 from fabnode.daemon_actions import HEATERS_OFF, ActionRunner
+from fabnode.daemon_calibrate import CalibrateDesk
 from fabnode.daemon_health import PartsHealth
 from fabnode.daemon_reload import Loader, Reloader
 from fabnode.daemon_requests import RequestHandler
 from fabnode.daemon_taps import TapDesk
+from fabnode.daemon_technician import TechnicianDesk
 from fabnode.inbox import Inbox
 from fabnode.machine import MARLIN
 from fabnode.node_jobs import JobBook, Preflight
@@ -141,7 +143,9 @@ class Daemon:
         self.started_at = clock()
         self.actions = ActionRunner(self)
         self.requests = RequestHandler(self)
+        self.calibration = CalibrateDesk(self)  # `calibrate_command` requests and their replies
         self.taps = TapDesk(self)
+        self.technician = TechnicianDesk(self)  # `calibrate relay|leds|inputs|badge`
         self.health = PartsHealth(self)
         self.reloader = Reloader(self, reload_config)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()  # put() is safe in signal handlers
@@ -177,6 +181,9 @@ class Daemon:
             hashed: str | None = access.badge_hash(self.secret, uid)
         except access.AccessError:
             hashed = None  # an unreadable UID: refused as an unknown badge, without logging it
+        if self.technician.take_badge(hashed):  # captured for enrolment: not a tap
+            self.taps.consumed()
+            return
         self.taps.posted()
         self._queue.put(_Item("badge", hashed))
 
@@ -212,7 +219,10 @@ class Daemon:
             return
         if isinstance(event, fw.FirmwareMessage) and self._fatal_kind(event.text) is None:
             return
-        if isinstance(event, fw.FirmwareBusy | fw.ResendRequested | fw.StatusReport | fw.CommandReply):
+        if isinstance(event, fw.CommandReply):  # a manual command's answer: a calibration may wait on it
+            self.calibration.on_reply(event)
+            return
+        if isinstance(event, fw.FirmwareBusy | fw.ResendRequested | fw.StatusReport):
             return
         self._queue.put(_Item("firmware", event))
 
@@ -274,7 +284,7 @@ class Daemon:
 
     def _wait_s(self, now: float) -> float:
         times = [now + MAX_WAIT_S, self.controller.next_deadline(), self.jobs.checkpoint_due(now),
-                 self._reconnect_at, self._storage_retry_at, self._hello_at]  # fmt: skip
+                 self._reconnect_at, self._storage_retry_at, self._hello_at, self.technician.deadline()]
         return max(0.0, min(t for t in times if t is not None) - now)
 
     def _dispatch(self, item: _Item, now: float) -> None:
@@ -303,6 +313,7 @@ class Daemon:
 
     def feed(self, event: Event) -> Any:
         """Hand one event to the controller and carry out its actions; return its Reply, if any."""
+        self.technician.before(event)
         reply = self.actions.run(self.controller.handle(event), event.now)
         if self.telemetry is not None:
             self.telemetry.wake()  # new outbox rows, if any: the publisher looks now, not at its next turn
@@ -317,6 +328,7 @@ class Daemon:
         if self._hello_at is not None and now >= self._hello_at:
             self._hello()
         self._retry_storage(now)
+        self.technician.housekeeping(now)
         self._supervise_telemetry(now)
         if self.notifier.watchdog_s is not None and now >= self._watchdog_at:
             self.notifier.watchdog()

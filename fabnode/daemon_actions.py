@@ -78,11 +78,13 @@ class ActionRunner:
 
     def _relay(self, a: SwitchRelay, now: float) -> None:
         self.d.parts.io.set_relay(a.on)
+        self.d.technician.controller_switched_relay()
         log.info("relay %s", "on" if a.on else "off")
 
     def _leds(self, a: SetLeds, now: float) -> None:
         self.d.parts.io.set_leds(a.green, a.red, a.blink)
         self.leds = {"green": a.green, "red": a.red, "blink": a.blink}
+        self.d.technician.controller_set_leds()
 
     def _buzz(self, a: Buzz, now: float) -> None:
         self.d.parts.io.buzz(a.pattern)

@@ -6,7 +6,8 @@ controller thread with `Daemon.call`. Replies are `{"ok": true, "message": ...}`
 `{"ok": false, "error": ...}`; the CLI maps them to exit codes.
 
 Verbs: status, print {file}, pause, resume, cancel, lock {force}, badge {uid} (simulated reader only),
-sim-input {input, action} (simulated GPIO only).
+sim-input {input, action} (simulated GPIO only), relay {on}, leds {green, red, blink},
+inputs, badge-capture {timeout_s} (fabnode.daemon_technician), calibrate_command {line, timeout_s}.
 """
 
 from __future__ import annotations
@@ -72,8 +73,15 @@ class RequestHandler:
             return self._print(request)
         if cmd == "badge":
             return self._badge(request)
+        technician = {"relay": self.d.technician.relay_request, "leds": self.d.technician.leds_request,
+                      "inputs": self.d.technician.inputs_request,
+                      "badge-capture": self.d.technician.capture_request}  # fabnode.daemon_technician
+        if cmd in technician:
+            return technician[cmd](request)
         if cmd == "sim-input":
             return self._sim_input(request)
+        if cmd == "calibrate_command":  # a technician's routine (fabnode.daemon_calibrate)
+            return self.d.calibration.handle(request)
         if cmd == "telemetry":
             publisher = self.d.telemetry  # its status() is a copy under its own lock: no controller call
             return {"ok": True, "telemetry": publisher.status() if publisher is not None else None}
@@ -190,6 +198,8 @@ class RequestHandler:
             return {"ok": False, "error": f"the badge reader is unplugged ({self.d.health.reader_detail}): "
                                           "plug it back in, then tap"}  # fmt: skip
         outcome = self.d.tap_and_wait(lambda: reader.tap(raw))
+        if outcome.get("captured"):
+            return {"ok": True, "message": "captured by `fabnode calibrate badge` (not a tap)", **outcome}
         if not outcome.get("granted", False):
             return {"ok": False, "error": f"badge refused: {outcome.get('reason')}", **outcome}
         return {"ok": True, "message": f"badge accepted: {outcome.get('state')}", **outcome}
@@ -211,6 +221,8 @@ class RequestHandler:
         from fabnode.wiring import sim_relay_on
 
         relay = sim_relay_on(d.parts)
+        if relay is None and d.technician.relay is not None:
+            relay = d.technician.relay  # a technician's check switched it: the controller did not
         session = c.session
         return {
             "lab": d.config.node.lab,
@@ -220,6 +232,7 @@ class RequestHandler:
             "state": c.state.value,
             "relay": c.relay_on if relay is None else relay,
             "leds": d.actions.leds,
+            "technician_check": d.technician.snapshot(now),
             "fault": c.fault,
             "member": session.member.name if session is not None else None,
             "session": None if session is None else {

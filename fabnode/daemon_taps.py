@@ -37,6 +37,15 @@ class TapDesk:
         with self._cond:
             self._posted += 1
 
+    def consumed(self) -> None:
+        """A badge read was taken by `fabnode calibrate badge` (any thread): handled, and not a tap."""
+        with self._cond:
+            self._posted += 1
+            self._done += 1
+            self.last = {"granted": False, "captured": True, "reason": "captured for enrolment, not a tap",
+                         "before": self.d.controller.state.value, "state": self.d.controller.state.value}
+            self._cond.notify_all()
+
     def wait(self, tap: Any, timeout: float = 5.0) -> dict[str, Any]:
         """Deliver a simulated tap (`tap()`) and wait until the controller thread handled it."""
         with self._cond:

@@ -3,7 +3,8 @@
 Firmware routines (esteps, pid, zoffset, level, laser-grid) run on the serial port, or through the
 daemon when it runs (never while a member's job runs). Questions are asked on stdin; `--yes` and the
 answer flags (`--remaining`, `--z`, `--cell`, `--save/--no-save`...) answer them for scripts.
-relay, leds and inputs go through the daemon's control socket; `badge --uid` prints a badge's hash.
+relay, leds, inputs and `badge` (the next badge tapped on the reader) go through the daemon's control
+socket (fabnode.daemon_technician); `badge --uid` prints a badge's hash from the lab secret.
 The dialogues themselves are fabnode.calibrate and fabnode.calibrate_laser; exit codes: EXIT_HELP.
 """
 
@@ -215,6 +216,12 @@ def _inputs_line(reply: dict[str, object]) -> str:
     for key, value in inputs.items():
         label, active, idle = words.get(str(key), (str(key), "active", "inactive"))
         parts.append(f"{label}: {active if value else idle}")
+    believed = reply.get("controller")  # what the controller acts on: differs while an edge is pending
+    if isinstance(believed, dict):
+        for key, value in believed.items():
+            if key in inputs and bool(inputs[key]) != bool(value):
+                label, active, idle = words[str(key)]
+                parts.append(f"(the controller still has the {label} {active if value else idle})")
     return ", ".join(parts) or "no inputs wired"
 
 
@@ -246,7 +253,7 @@ def badge_cmd(
     """Show a badge's keyed hash (for enrolment): from --uid with the lab secret, else a tap (daemon)."""
     common = _socket_common(config, state_dir)
     if uid is None:
-        message = {"cmd": "badge", "timeout_s": timeout}
+        message = {"cmd": "badge-capture", "timeout_s": timeout}  # "badge" {uid} is a simulated tap
         reply = daemon_request(common, message, guard=False, timeout_s=timeout + 5)
         typer.echo(str(reply.get("badge_hash", "")))
         return

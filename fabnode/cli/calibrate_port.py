@@ -34,6 +34,10 @@ class PortGone(CalibrationError):
     """The serial port could not be opened or was lost."""
 
 
+class MachineBusy(CalibrationError):
+    """The daemon refused: a member's session or a job is open on the machine."""
+
+
 class FirmwareChannel:
     """Commands and short jobs over one Streamer; give `on_event` to the Streamer, then `attach()` it."""
 
@@ -173,6 +177,13 @@ class DaemonChannel:
         except ControlError as exc:
             raise NoAnswer(str(exc)) from None
         if not answer.get("ok"):
+            error = str(answer.get("error", "no reason given"))
+            if answer.get("busy"):
+                raise MachineBusy(error)
+            if answer.get("port_lost"):
+                raise PortGone(error)
+            if answer.get("no_answer"):
+                raise NoAnswer(error)
             raise CalibrationError(
                 f"the fabnode daemon runs and holds the serial port, and it did not pass {line!r} on "
                 f"({answer.get('error', 'no reason given')}): stop it (sudo systemctl stop fabnode) and "
@@ -187,7 +198,13 @@ class DaemonChannel:
                                "calibration yet: stop it (sudo systemctl stop fabnode) and run again")
 
     def make_safe(self, timeout_s: float = 5.0) -> None:
-        """The daemon keeps its machine safe itself."""
+        """After Ctrl-C: heat wait ended, heaters / beam off, past the daemon's queue (best effort)."""
+        for line in SAFE_STOP.get(self.firmware, ()):
+            message = {"cmd": "calibrate_command", "line": line, "timeout_s": timeout_s, "urgent": True}
+            try:
+                request(self.socket_path, message, timeout=timeout_s + 5.0)
+            except ControlError:
+                return
 
     def close(self) -> None:
         """Nothing to close: each request is its own connection."""

@@ -29,7 +29,7 @@ from fabnode.calibrate import (
     member_job_refusal,
 )
 from fabnode.calibrate_toml import MaterialEditError, set_material_laser
-from fabnode.cli.calibrate_port import DaemonChannel, FirmwareChannel, NoAnswer, PortGone
+from fabnode.cli.calibrate_port import DaemonChannel, FirmwareChannel, MachineBusy, NoAnswer, PortGone
 from fabnode.cli.stream import FIRMWARES, connect, make_protocol
 from fabnode.config import Config, ConfigError, load_config
 from fabnode.control import ControlError, request
@@ -39,8 +39,9 @@ EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_NO_DAEMON = 1, 2, 3, 4
 EXIT_NO_ANSWER, EXIT_PORT, EXIT_INTERRUPTED = 8, 9, 130
 EXIT_HELP = (
     "Exit codes: 0 done; 1 the routine failed or was refused (the firmware refused a command, no probe, "
-    "a measurement out of bounds, the technician said no); 2 bad usage or config; 3 a member's job is "
-    "running; 4 no fabnode daemon runs (relay, leds, inputs, badge without --uid); 8 no answer; "
+    "a measurement out of bounds, the technician said no); 2 bad usage or config; 3 a member's session "
+    "or a job is open on the machine; 4 no fabnode daemon runs (relay, leds, inputs, badge without "
+    "--uid); 8 no answer; "
     "9 serial port could not be opened or was lost; 130 Ctrl-C (heaters/beam switched off first)."
 )
 MAX_TRIES = 3
@@ -279,6 +280,8 @@ def run_routine(common: Common, make: Callable[[], Dialogue], answers: Mapping[s
         fail(f"{exc} (wrong port or baud rate, or the machine is busy?)", EXIT_NO_ANSWER)
     except PortGone as exc:
         fail(str(exc), EXIT_PORT)
+    except MachineBusy as exc:
+        fail(str(exc), EXIT_BUSY)
     except CalibrationError as exc:
         fail(str(exc), EXIT_FAILED)
     finally:
