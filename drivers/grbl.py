@@ -46,10 +46,9 @@ from drivers.events import (
 )
 from drivers.gcode_text import strip_for_wire
 from drivers.grbl_codes import (
-    ALARM_MEANINGS,
     BANNER,
-    ERROR_MEANINGS,
-    describe_numbered,
+    describe_alarm,
+    describe_error,
     parse_status_report,
 )
 
@@ -94,8 +93,7 @@ def clean_line(raw: str) -> str:
 class GrblHost:
     """The host's side of GRBL 1.1 (drivers.hostproto.HostProtocol)."""
 
-    # GRBL treats `( )` as comments: they never reach the wire nor count as job lines.
-    paren_comments = True
+    wire_text = staticmethod(clean_line)
 
     def __init__(
         self,
@@ -389,7 +387,7 @@ class GrblHost:
             if self._state in _ACTIVE:
                 self._events.append(LineAcked(sent.line_no, self._acked_lines, self._acked_bytes))
             return
-        _, meaning = describe_numbered(line, ERROR_MEANINGS, "unknown GRBL error code")
+        _, meaning = describe_error(line)
         reason = f"{line} ({meaning}) on file line {sent.line_no}: {sent.text}"
         if self._state == JobState.CANCELLING:
             self._events.append(FirmwareMessage(reason))
@@ -398,7 +396,7 @@ class GrblHost:
 
     def _on_internal_answer(self, line: str, ok: bool) -> None:
         if not ok:
-            _, meaning = describe_numbered(line, ERROR_MEANINGS, "unknown GRBL error code")
+            _, meaning = describe_error(line)
             self._cancel_note = f"; M5 answered {line} ({meaning})"
         if self._state == JobState.CANCELLING and self._phase == _M5 and not self._internal:
             reason = self._cancel_reason + self._cancel_note
@@ -434,7 +432,7 @@ class GrblHost:
             self._soft_reset(now)
 
     def _on_alarm(self, line: str) -> None:
-        code, meaning = describe_numbered(line, ALARM_MEANINGS, "unknown GRBL alarm code")
+        code, meaning = describe_alarm(line)
         self._events.append(AlarmRaised(code, meaning))
         self._add_to_reply(line)
         if self._state == JobState.CANCELLING:

@@ -67,14 +67,14 @@ ALARM_MEANINGS: Mapping[int, str] = {
 BANNER = re.compile(r"^Grbl\w*\s+\d+\.\d+")
 
 
-def error_meaning(code: int) -> str:
-    """GRBL 1.1's meaning of `error:<code>`."""
-    return ERROR_MEANINGS.get(code, "unknown GRBL error code")
+def describe_error(line: str) -> tuple[int, str]:
+    """The code of an `error:<code>` line and GRBL 1.1's meaning of it."""
+    return describe_numbered(line, ERROR_MEANINGS, "unknown GRBL error code")
 
 
-def alarm_meaning(code: int) -> str:
-    """GRBL 1.1's meaning of `ALARM:<code>`."""
-    return ALARM_MEANINGS.get(code, "unknown GRBL alarm code")
+def describe_alarm(line: str) -> tuple[int, str]:
+    """The code of an `ALARM:<code>` line and GRBL 1.1's meaning of it."""
+    return describe_numbered(line, ALARM_MEANINGS, "unknown GRBL alarm code")
 
 
 def describe_numbered(line: str, table: Mapping[int, str], unknown: str) -> tuple[int, str]:

@@ -16,8 +16,9 @@ from drivers.events import Event
 class HostProtocol(Protocol):
     """A host's side of one firmware protocol."""
 
-    # Whether `( )` are comments for this firmware (GRBL: yes; Marlin: only with PAREN_COMMENTS).
-    paren_comments: bool
+    def wire_text(self, line: str) -> str:
+        """What of one file line this protocol sends ("" when nothing: a comment or a blank)."""
+        ...
 
     @property
     def job_state(self) -> str:

@@ -54,7 +54,10 @@ _M105 = "M105"
 class MarlinHost:
     """Marlin host protocol (drivers.hostproto.HostProtocol); see the module docstring."""
 
-    paren_comments = False  # `( )` are not comments to a stock Marlin (no PAREN_COMMENTS)
+    @staticmethod
+    def wire_text(line: str) -> str:
+        """What of one file line goes on the wire: `( )` are not comments to a stock Marlin."""
+        return strip_for_wire(line, paren_comments=False)
 
     def __init__(
         self,
@@ -80,7 +83,7 @@ class MarlinHost:
             raise ValueError(f"rx_window_bytes={rx_window_bytes}: at least 8 bytes are needed")
         self._window = rx_window_bytes
         self._advanced = use_advanced_ok
-        cleaned = (strip_for_wire(line, paren_comments=False) for line in safe_stop_gcode)
+        cleaned = (self.wire_text(line) for line in safe_stop_gcode)
         self._safe_stop = tuple(line for line in cleaned if line)
         self._poke_after = poke_after_s
         self._no_answer_after = no_answer_after_s
@@ -115,10 +118,6 @@ class MarlinHost:
         """Resend requests answered in this job."""
         return self._resends.count
 
-    @property
-    def last_acked_line(self) -> int:
-        """The 1-based file line of the last acknowledged job line (0: none yet)."""
-        return self._s.last_file_line
 
     def start_job(self, lines: Sequence[str], now: float) -> None:
         """Begin streaming these raw file lines; JobStateError while a job is active."""
@@ -213,7 +212,7 @@ class MarlinHost:
         No-op without an active job or while already cancelling.
         """
         self._now = now
-        if not allowed(self._state, "cancel") or self._state == JobState.CANCELLING:
+        if not allowed(self._state, "cancel"):
             return  # no job, or already cancelling
         state = next_state(self._state, "cancel")
         self._cancel_reason = reason
@@ -223,7 +222,7 @@ class MarlinHost:
 
     def send_command(self, line: str) -> None:
         """Queue one manual command, sent unnumbered; its answer comes as a CommandReply."""
-        command = strip_for_wire(line, paren_comments=False)
+        command = self.wire_text(line)
         if not command:
             raise ValueError(f"{line!r} is blank once comments are removed")
         if len(command) + 1 > wire.MAX_CMD_SIZE:
@@ -308,7 +307,6 @@ class MarlinHost:
         if n <= stream.acked_n or n >= len(stream.frames):
             return []  # already known, or not a line of this job
         self._flight.taken_n = max(self._flight.taken_n, n)
-        self._flight.drop_numbered_through(n)
         stream.next_n = max(stream.next_n, n + 1)  # Marlin has them all: none to send again
         self._ack_number(n)
         return []
@@ -399,11 +397,11 @@ class MarlinHost:
             self._events.append(FirmwareMessage(line))
             return
         self._events.append(HostActionRequested(action))
-        if action == "pause" and self._state == JobState.RUNNING:
+        if action == "pause":
             self.pause(now)
-        elif action == "resume" and self._state in (JobState.PAUSING, JobState.PAUSED):
+        elif action == "resume":
             self.resume(now)
-        elif action == "cancel" and self._state in ACTIVE_STATES and self._state != JobState.CANCELLING:
+        else:
             self.cancel(now, "cancelled on the printer's screen")
 
     def _on_fatal(self, kind: str, line: str) -> None:

@@ -17,7 +17,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (JobState.PAUSED, "pause"): JobState.PAUSED,
     (JobState.PAUSING, "drained"): JobState.PAUSED,
     **{(state, "resume"): JobState.RUNNING for state in _ACTIVE},
-    **{(state, "cancel"): JobState.CANCELLING for state in (*_ACTIVE, JobState.CANCELLING)},
+    **{(state, "cancel"): JobState.CANCELLING for state in _ACTIVE},
     (JobState.CANCELLING, "stopped"): JobState.CANCELLED,
     (JobState.RUNNING, "finish"): JobState.COMPLETED,
     (JobState.PAUSING, "finish"): JobState.COMPLETED,

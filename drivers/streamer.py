@@ -26,6 +26,7 @@ from drivers.events import (
     JobCancelled,
     JobCompleted,
     JobFailed,
+    JobState,
     LineAcked,
     ResendRequested,
     StatusReport,
@@ -34,9 +35,8 @@ from drivers.gcode_text import strip_for_wire
 from drivers.hostproto import HostProtocol
 from drivers.serial_link import PortLost, SerialLink
 
-COMPLETED = "completed"
-CANCELLED = "cancelled"
-FAILED = "failed"
+# JobEnded.status is the protocol's end state.
+COMPLETED, CANCELLED, FAILED = JobState.COMPLETED, JobState.CANCELLED, JobState.FAILED
 KIND_HOST_CLOSED = "host_closed"  # close() while a job ran: the machine was not made safe by us
 KIND_INTERNAL = "internal"  # the protocol raised; the job cannot go on
 KIND_REJECTED = "rejected"  # the protocol refused start_job (e.g. a job of its own still active)
@@ -89,9 +89,13 @@ class _StartJob:
     total: int
 
 
-def count_job_lines(lines: Sequence[str], *, paren_comments: bool = False) -> int:
-    """How many of the file's lines will go on the wire (comments and blanks never do)."""
-    return sum(1 for line in lines if strip_for_wire(line, paren_comments=paren_comments))
+def _marlin_text(line: str) -> str:
+    return strip_for_wire(line, paren_comments=False)
+
+
+def count_job_lines(lines: Sequence[str], wire_text: Callable[[str], str] = _marlin_text) -> int:
+    """How many of the file's lines the protocol will send (comments and blanks never go)."""
+    return sum(1 for line in lines if wire_text(line))
 
 
 class JobTracker:
@@ -216,7 +220,7 @@ class Streamer:
     def start_job(self, lines: Sequence[str], name: str = "", total_lines: int | None = None) -> None:
         """Stream these raw file lines; RuntimeError when a job is already running."""
         if total_lines is None:
-            total_lines = count_job_lines(lines, paren_comments=self._protocol.paren_comments)
+            total_lines = count_job_lines(lines, self._protocol.wire_text)
         total = total_lines
         with self._job_lock:  # posted under the lock, so a dying thread finds it and ends it
             if self._dead:

@@ -289,7 +289,7 @@ def stream(
         streamer.close()
     assert watch.ended is not None
     figures = analyse(lines, watch.ended.last_line_no, firmware)
-    total = count_job_lines(lines, paren_comments=firmware == "grbl")
+    total = count_job_lines(lines, protocol.wire_text)
     info = summary(file, watch.ended, total, baud, interrupted, figures)
     if json_out:
         typer.echo(json.dumps(info))

@@ -24,7 +24,9 @@ from drivers.gcode_text import strip_for_wire
 class EchoProtocol:
     """Sends job lines within a byte window; a line coming back unchanged acknowledges it."""
 
-    paren_comments = False
+    @staticmethod
+    def wire_text(line: str) -> str:
+        return strip_for_wire(line, paren_comments=False)
 
     def __init__(self, window: int = 64, no_answer_s: float = 0.5) -> None:
         self.window = window
