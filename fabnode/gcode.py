@@ -31,6 +31,7 @@ from fabnode.preflight import Problem
 __all__ = [
     "Analysis",
     "Problem",
+    "analyze_bytes",
     "analyze_file",
     "analyze_lines",
     "guess_profile",
@@ -160,13 +161,20 @@ def analyze_lines(
     return _result(scanner)
 
 
-def analyze_file(path: str | Path, profile: MachineProfile = DEFAULT_PROFILE) -> Analysis:
-    """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error."""
-    data = Path(path).read_bytes()
+def analyze_bytes(data: bytes, profile: MachineProfile = DEFAULT_PROFILE) -> tuple[Analysis, str]:
+    """Analyse a file's bytes; also return the text exactly as analysed (byte-order mark dropped).
+
+    The caller streams that same text, so what runs is what preflight checked.
+    """
     scanner = Scanner(profile)
     text = _text_of(data, scanner)
     scanner.feed_lines(io.StringIO(text))
-    return _result(scanner)
+    return _result(scanner), text
+
+
+def analyze_file(path: str | Path, profile: MachineProfile = DEFAULT_PROFILE) -> Analysis:
+    """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error."""
+    return analyze_bytes(Path(path).read_bytes(), profile)[0]
 
 
 def _text_of(data: bytes, scanner: Scanner) -> str:

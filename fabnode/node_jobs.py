@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fabnode.gcode import Analysis, analyze_file
+from fabnode.gcode import Analysis, analyze_bytes
 from fabnode.machine import MachineProfile
 from fabnode.storage_guard import StorageGuard
 from fabnode.usage import CANCELLED, COMPLETED, FAILED, JobRates, UsageLog
@@ -47,15 +47,15 @@ def preflight(path: Path, profile: MachineProfile) -> Preflight:
     """Read and analyse a file against the machine; `problems` are lines like `line 12: ...`."""
     try:
         data = path.read_bytes()
-        analysis = analyze_file(path, profile)
     except IsADirectoryError:
         return Preflight(path, [], "", None, ["a folder, not a G-code file"])
     except OSError as exc:
         return Preflight(path, [], "", None, [f"cannot be read: {exc.strerror or exc}"])
+    analysis, text = analyze_bytes(data, profile)  # one read: the bytes checked are the bytes run
     problems = [f"line {p.line}: {p.message}" for p in analysis.problems]
     if analysis.commands == 0 and not problems:
         problems.append("the file holds no G-code command")
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    lines = text.splitlines()
     return Preflight(path, lines, hashlib.sha256(data).hexdigest(), analysis, problems)
 
 

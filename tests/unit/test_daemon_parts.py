@@ -155,6 +155,14 @@ def test_preflight_names_lines_and_unreadable_files(tmp_path: Path) -> None:
     assert "no G-code command" in preflight(empty, MachineProfile()).problems[0]
 
 
+def test_preflight_streams_the_text_it_checked_without_a_byte_order_mark(tmp_path: Path) -> None:
+    part = tmp_path / "part.gcode"
+    part.write_bytes(b"\xef\xbb\xbfG28 ; home\r\nG1 X10 F600\r\n")  # as some Windows editors save it
+    pre = preflight(part, MachineProfile())
+    assert pre.ok, pre.problems
+    assert pre.lines == ["G28 ; home", "G1 X10 F600"]  # line 1 reaches Marlin as G28, not \ufeffG28
+
+
 def test_controller_settings_come_from_the_config() -> None:
     config = load_config(REPO / "config" / "fabnode-laser.toml")
     settings = controller_settings(config)
