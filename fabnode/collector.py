@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from fabnode.broker_url import parse_broker_url
 from fabnode.envelope import Envelope, EnvelopeError, ack_topic, build_ack, node_subscription, parse_envelope
 from fabnode.region_store import NodeAck, RegionStore, Rejected, StoreResult
 
@@ -145,7 +145,7 @@ class Collector:
                              protocol=mqtt.MQTTv5, manual_ack=True)  # fmt: skip
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
-        if urlsplit(cfg.broker).scheme == "mqtts":
+        if parse_broker_url(cfg.broker).tls:
             client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
                            certfile=str(cfg.client_cert) if cfg.client_cert else None,
                            keyfile=str(cfg.client_key) if cfg.client_key else None,
@@ -188,12 +188,11 @@ class Collector:
 
     def start(self) -> None:
         """Connect in the background (retrying while the broker is away) and start paho's loop."""
-        parts = urlsplit(self.config.broker)
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        address = parse_broker_url(self.config.broker)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
-        self.client.connect_async(parts.hostname or "localhost", port, keepalive=self.config.keepalive_s,
+        self.client.connect_async(address.host, address.port, keepalive=self.config.keepalive_s,
                                   clean_start=False, properties=props)  # fmt: skip
         self.client.loop_start()
 

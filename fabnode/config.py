@@ -10,8 +10,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from fabnode.broker_url import parse_broker_url
 from fabnode.config_reader import ConfigError, ConfigReader, Section
 from fabnode.machine import GRBL, LASER, MARLIN, PRINTER, MachineProfile, Material
 
@@ -283,7 +283,5 @@ def _telemetry(s: Section) -> TelemetryConfig:
 
 def check_broker_url(url: str, error: Callable[[str], Exception] = ConfigError) -> str:
     """Accept `mqtt://host[:port]` or `mqtts://host[:port]`; raise `error(message)` otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise error(f"{url!r} must look like mqtt://host[:port] or mqtts://host[:port]")
+    parse_broker_url(url, error)
     return url

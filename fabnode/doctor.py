@@ -16,11 +16,11 @@ import sqlite3
 import ssl
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
+from fabnode.broker_url import BrokerUrlError, parse_broker_url
 from fabnode.calibrate import Reply
 from fabnode.calibrate_parse import parse_capabilities, parse_grbl_build, parse_grbl_settings
 from fabnode.config import Config, ConfigError, load_config
@@ -239,9 +239,10 @@ def check_broker(config: Config | None, timeout_s: float = 3.0) -> Check:
     url = config.telemetry.broker
     if url is None:
         return Check("broker", SKIP, "no [telemetry] broker: usage records wait in the outbox")
-    parts = urlsplit(url)
-    tls = parts.scheme == "mqtts"
-    host, port = parts.hostname or "", parts.port or (8883 if tls else 1883)
+    try:
+        host, port, tls = astuple(parse_broker_url(url))
+    except BrokerUrlError as exc:
+        return Check("broker", FAIL, f"[telemetry] broker {exc}")
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             if tls:

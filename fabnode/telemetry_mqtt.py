@@ -13,11 +13,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fabnode import broker_url
+from fabnode.broker_url import BrokerAddress
 from fabnode.config import Config, TelemetryConfig
 from fabnode.envelope import build_envelope, encode_envelope, topic
 
@@ -66,26 +67,9 @@ class TelemetrySettings:
         return self.client_id or f"fabnode-{self.lab}-{self.machine}"
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """A broker URL taken apart."""
-
-    host: str
-    port: int
-    tls: bool
-
-
 def parse_broker_url(url: str) -> BrokerAddress:
     """`mqtt://host[:port]` or `mqtts://host[:port]`; TelemetryError otherwise."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise TelemetryError(f"broker URL {url!r}: {exc}") from None
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise TelemetryError(f"broker URL {url!r} must look like mqtt://host[:port] or mqtts://host[:port]")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+    return broker_url.parse_broker_url(url, lambda why: TelemetryError(f"broker URL {why}"))
 
 
 def read_password(path: Path) -> str:

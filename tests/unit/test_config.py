@@ -86,3 +86,8 @@ def test_config_check_cli(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["config", "check", str(write(tmp_path, MINIMAL + "[gpio]\nrelay_pin = 99\n"))])
     assert bad.exit_code == 2
     assert "relay_pin: 99 is above the maximum" in bad.output
+
+
+def test_a_broker_port_that_is_not_a_number_is_refused_at_config_check(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[telemetry\] broker: 'mqtt://region:abc'"):
+        load_config(write(tmp_path, MINIMAL + '[telemetry]\nbroker = "mqtt://region:abc"\n'))
