@@ -6,18 +6,17 @@ start-up. `fabnode config check FILE` runs exactly this.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabnode.broker_url import parse_broker_url
 from fabnode.config_reader import ConfigError, ConfigReader, Section
+from fabnode.envelope import NAME
 from fabnode.machine import GRBL, LASER, MARLIN, PRINTER, MachineProfile, Material
 
 __all__ = ["Config", "ConfigError", "load_config"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # BCM numbers usable as general-purpose pins on a 40-pin Raspberry Pi header.
 _BCM_MAX = 27
 
@@ -139,7 +138,7 @@ def load_config(path: Path) -> Config:
 
 def _name(section: Section, key: str, default: object = None) -> str:
     value = section.get_str(key) if default is None else section.get_str(key, default)
-    if not _NAME.match(value):
+    if not NAME.match(value):
         raise section.error(key, f"{value!r} must be lower-case letters, digits, '-' or '_' (max 64)")
     return str(value)
 

@@ -31,11 +31,6 @@ MEMBER = "member"
 TECHNICIAN = "technician"
 Role = Literal["member", "technician"]
 
-# The reasons fabnode.access gives; the controller only logs them, any text is accepted.
-DENIAL_UNKNOWN_BADGE = "unknown badge"
-DENIAL_NOT_TRAINED = "not trained on this machine"
-DENIAL_TRAINING_EXPIRED = "training expired"
-
 
 @dataclass(frozen=True, slots=True)
 class MemberRef:

@@ -59,7 +59,7 @@ from fabnode.controller_types import (
     TemperatureReported,
     Tick,
 )
-from fabnode.daemon_actions import HEATERS_OFF, ActionRunner
+from fabnode.daemon_actions import ActionRunner
 from fabnode.daemon_calibrate import CalibrateDesk
 from fabnode.daemon_health import PartsHealth
 from fabnode.daemon_reload import Loader, Reloader
@@ -67,7 +67,7 @@ from fabnode.daemon_requests import RequestHandler
 from fabnode.daemon_taps import TapDesk
 from fabnode.daemon_technician import TechnicianDesk
 from fabnode.inbox import Inbox
-from fabnode.machine import MARLIN
+from fabnode.machine import HEATERS_OFF, MARLIN
 from fabnode.node_jobs import JobBook, Preflight
 from fabnode.paths import control_socket_path, ensure_state_dir, secret_file_path, usage_db_path
 from fabnode.sdnotify import Notifier
@@ -78,6 +78,7 @@ from fabnode.wiring import SIM_PORT, Parts, make_protocol
 log = logging.getLogger("fabnode.daemon")
 STOP_JOB_WAIT_S = 5.0
 GREETING_WAIT_S = 3.0
+SETTLE_WAIT_S = 10.0  # how long a job or calibration request waits for a board reset by its port opening
 MAX_WAIT_S = 1.0
 STORAGE_RETRY_S = 2.0  # how often records a full disk held back are tried again
 TELEMETRY_RESTART_EVERY_S = 60.0
@@ -168,6 +169,10 @@ class Daemon:
     def post(self, make: Callable[[float], Event]) -> None:
         """Post a controller event, built with the controller thread's clock when it is taken."""
         self._queue.put(_Item("event", make))
+
+    def wait_settled(self) -> bool:
+        """Wait (on a socket thread, never the controller's) until the board greeted after its port opened."""
+        return self.firmware_settled.wait(SETTLE_WAIT_S)
 
     def call(self, fn: Callable[[float], Any], timeout: float = 10.0) -> Any:
         """Run fn(now) in the controller thread and return its result (for the control socket)."""

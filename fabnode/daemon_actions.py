@@ -36,12 +36,12 @@ from fabnode.controller_types import (
     StartJob,
     SwitchRelay,
 )
+from fabnode.machine import HEATERS_OFF
 
 if TYPE_CHECKING:
     from fabnode.daemon import Daemon
 
 log = logging.getLogger("fabnode.daemon")
-HEATERS_OFF = ("M104 S0", "M140 S0")
 
 
 class ActionRunner:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fabnode.controller_types import State
+from fabnode.machine import SAFE_NOW
 
 if TYPE_CHECKING:
     from fabnode.daemon import Daemon
@@ -28,9 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fabnode.daemon")
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0  # the longest routine step (a bed's PID autotune, a 10x10 G29) is well inside this
-SETTLE_WAIT_S = 10.0  # a board reset by its port opening greets within seconds
 LOST_CHECK_S = 0.5  # how often a waiting request looks whether the port went
-SAFE_COMMANDS = frozenset({"M108", "M104 S0", "M140 S0", "M5"})  # heat waits ended, heaters / beam off
+SAFE_COMMANDS = frozenset(line for lines in SAFE_NOW.values() for line in lines)  # the CLI's Ctrl-C lines
 ALLOWED_STATES = (State.LOCKED, State.MAINTENANCE)
 
 
@@ -115,7 +115,7 @@ class CalibrateDesk:
             self._serial.release()
 
     def _exchange(self, line: str, timeout_s: float) -> dict[str, Any]:
-        self.d.firmware_settled.wait(SETTLE_WAIT_S)
+        self.d.wait_settled()
         waiter = _Waiter(line)
         with self._cond:
             self._waiters.append(waiter)

@@ -39,7 +39,6 @@ log = logging.getLogger("fabnode.daemon")
 MAX_PROBLEMS_SHOWN = 20
 # How long a job request waits for a board that was just reset by its port opening (the daemon gives
 # it GREETING_WAIT_S to greet, then speaks to it anyway); the margin is for a loaded machine.
-SETTLE_WAIT_S = 10.0
 
 
 def _reply(reply: Reply | None) -> dict[str, Any]:
@@ -96,7 +95,7 @@ class RequestHandler:
         pre = preflight(Path(file), self.d.config.machine)
         if not pre.ok:
             return self._refused(pre)
-        self.d.firmware_settled.wait(SETTLE_WAIT_S)
+        self.d.wait_settled()
         job_id = uuid.uuid4().hex
         answer = _reply(self.d.call(lambda now: self.submit_job(pre, job_id, now)))
         if answer["ok"]:
@@ -146,7 +145,7 @@ class RequestHandler:
         def check() -> None:
             pre = preflight(path, self.d.config.machine)
             if pre.ok:
-                self.d.firmware_settled.wait(SETTLE_WAIT_S)
+                self.d.wait_settled()
             self.d.call(lambda later: self._inbox_checked(tap, pre, later), timeout=60.0)
 
         threading.Thread(target=check, name="inbox-preflight", daemon=True).start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,6 @@ def demo_env(root: Path) -> dict[str, str]:
     repo = str(Path(__file__).resolve().parents[1])  # `python -m fabnode` from any working directory
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
     return env
-
-
-def region_cli() -> list[str]:
-    """`fabnode` when it lists `collect` and `region`, else their own module (until the lead registers it)."""
-    from fabnode.cli import app
-
-    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
-    return list(FABNODE) if "collect" in names else [sys.executable, "-m", "fabnode.cli.region"]
 
 
 class Day:
@@ -127,7 +118,7 @@ class Day:
         assert self.broker_url is not None
         self.say.step("Start the region's collector: it subscribes to every node's telemetry, stores each "
                       "record once (by its message id) in an SQLite file, then acknowledges it.")
-        argv = [*region_cli(), "collect", "--broker", self.broker_url, "--db", str(self.region_db),
+        argv = [*FABNODE, "collect", "--broker", self.broker_url, "--db", str(self.region_db),
                 "--client-id", COLLECTOR_ID]  # fmt: skip
         self.say.command(argv)
         collector = Service("collector", argv, self.root / "collector.log").start(self.env)
@@ -304,8 +295,8 @@ class Day:
         """`fabnode region report`, shown, and its --json totals."""
         self.say.step("The region's report: per machine, the sessions and hours in use, jobs, filament, "
                       "laser hours and distinct members, from the telemetry alone.")
-        self.cli.run([*region_cli(), "region", "report", "--db", str(self.region_db)])
-        done = self.cli.run([*region_cli(), "region", "report", "--json", "--db", str(self.region_db)],
+        self.cli.run([*FABNODE, "region", "report", "--db", str(self.region_db)])
+        done = self.cli.run([*FABNODE, "region", "report", "--json", "--db", str(self.region_db)],
                             quiet=True)  # fmt: skip
         totals: dict[str, Any] = json.loads(done.stdout)["totals"]
         return totals

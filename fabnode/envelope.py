@@ -68,7 +68,8 @@ RECORD_KINDS: dict[str, str] = {
 _OCCURRED_FIELD = {"session_started": "started", "session_ended": "ended", "job_started": "started",
                    "job_ended": "ended", "access": "time", "fault": "time", "state": "time"}  # fmt: skip
 _SUPPORTED_VERSIONS: dict[str, tuple[int, ...]] = {f"fabnode.{k}": (1,) for k in TOPIC_KINDS}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Lab and machine names, as the config accepts them and topics carry them.
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class EnvelopeError(ValueError):
@@ -152,7 +153,7 @@ def parse_topic(name: str) -> TopicName:
     parts = name.split("/")
     if len(parts) < 5 or parts[-4] != "v1" or parts[-1] not in TOPIC_KINDS:
         raise EnvelopeError(f"topic {name!r} is not <prefix>/v1/<lab>/<machine>/<kind>")
-    if not (_NAME.match(parts[-3]) and _NAME.match(parts[-2])):
+    if not (NAME.match(parts[-3]) and NAME.match(parts[-2])):
         raise EnvelopeError(f"topic {name!r}: lab and machine must be lower-case names")
     return TopicName("/".join(parts[:-4]), parts[-3], parts[-2], parts[-1])
 
@@ -160,12 +161,15 @@ def parse_topic(name: str) -> TopicName:
 # --- building ---------------------------------------------------------------------------------
 
 
+def utc_iso(now: datetime) -> str:
+    """A wall-clock time as stored and sent: UTC, ISO-8601, to the second, e.g. 2025-03-01T12:34:56Z."""
+    if now.tzinfo is None:
+        raise ValueError(f"naive datetime {now.isoformat()}: pass an aware UTC time (datetime.now(UTC))")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _iso(value: datetime | str) -> str:
-    if isinstance(value, str):
-        return value
-    if value.tzinfo is None:
-        raise EnvelopeError(f"naive datetime {value.isoformat()}: pass an aware UTC time")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value if isinstance(value, str) else utc_iso(value)
 
 
 def _clip(data: dict[str, Any]) -> dict[str, Any]:

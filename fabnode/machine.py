@@ -13,6 +13,10 @@ LASER = "laser"
 MARLIN = "marlin"
 GRBL = "grbl"
 
+HEATERS_OFF = ("M104 S0", "M140 S0")
+# What makes a machine safe at once, by firmware: end a heat wait and switch the heaters off, or the beam.
+SAFE_NOW: dict[str, tuple[str, ...]] = {MARLIN: ("M108", *HEATERS_OFF), GRBL: ("M5",)}
+
 
 @dataclass(frozen=True, slots=True)
 class Material:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,6 @@ class RunningJob:
     paused_since: float | None = None
     paused_s: float = 0.0
     last_checkpoint: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def paused_total(self, now: float) -> float:
         """Seconds spent paused so far."""

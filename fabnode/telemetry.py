@@ -25,7 +25,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from fabnode.envelope import EnvelopeError, ack_topic, build_envelope, encode_envelope, parse_ack, topic
+from fabnode.envelope import (
+    EnvelopeError,
+    ack_topic,
+    build_envelope,
+    encode_envelope,
+    parse_ack,
+    topic,
+    utc_iso,
+)
 from fabnode.telemetry_mqtt import (
     TelemetryError,
     TelemetrySettings,
@@ -249,7 +257,7 @@ class TelemetryPublisher:
         now_utc = self._clock()
         self._log.mark_outbox_sent(self._unmarked, now_utc)
         self._unmarked = []
-        self._last_puback_at = now_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._last_puback_at = utc_iso(now_utc)
 
     def _region_ack(self, payload: bytes) -> None:
         if not payload:

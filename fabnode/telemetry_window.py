@@ -78,10 +78,6 @@ class OutboxWindow:
         self.pubacked.pop(seq, None)
         self.overdue.discard(seq)
 
-    def skip_to(self, seq: int) -> None:
-        """Nothing to send up to `seq` (rows the region acknowledged meanwhile)."""
-        self.cursor = max(self.cursor, seq)
-
     def puback(self, mid: int, now: float) -> int | None:
         """The broker's PUBACK for `mid`: return the seq it was (None for a message not ours)."""
         entry = self.waiting.pop(mid, None)

@@ -467,11 +467,6 @@ class UsageLog:
         return self._mark("sent_at", seqs, now)
 
     @_locked
-    def mark_outbox_acked(self, seqs: Iterable[int], now: datetime) -> int:
-        """Note the broker's PUBACK for these messages: they are never sent again."""
-        return self._mark("acked_at", seqs, now)
-
-    @_locked
     def prune_outbox(self, acked_before: datetime) -> int:
         """Delete messages acknowledged before this time; return how many went."""
         with write_transaction(self._db):

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
-
-def utc_iso(now: datetime) -> str:
-    """A wall-clock time as stored: UTC, ISO-8601, to the second, e.g. 2025-03-01T12:34:56Z."""
-    if now.tzinfo is None:
-        raise ValueError(f"naive datetime {now.isoformat()}: pass an aware UTC time (datetime.now(UTC))")
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
+# Stored times are formatted as telemetry sends them.
+from fabnode.envelope import utc_iso as utc_iso
 
 Migration = Callable[[Database], None]
 

@@ -21,9 +21,10 @@ from fabnode.calibrate import CalibrationError, JobResult, Reply
 from fabnode.cli.console import format_temperatures
 from fabnode.cli.stream import ProgressBar, make_protocol
 from fabnode.control import ControlError, request
+from fabnode.machine import SAFE_NOW
 
 TEMPS_EVERY_S = 5.0
-SAFE_STOP = {"marlin": ("M108", "M104 S0", "M140 S0"), "grbl": ("M5",)}
+SAFE_STOP = SAFE_NOW
 
 
 class NoAnswer(CalibrationError):

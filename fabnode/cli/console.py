@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import typer
 
@@ -132,8 +131,7 @@ def console(
                 send_line(streamer, output, firmware, line)
             if output.lost is not None:
                 break
-        deadline = time.monotonic() + reply_timeout
-        answered = output.wait_answers(max(deadline - time.monotonic(), 0.0))
+        answered = output.wait_answers(reply_timeout)
     finally:
         streamer.close()
     if output.lost is not None:

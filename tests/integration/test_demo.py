@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from fabnode.demo_compare import compare, node_figures
-from fabnode.demo_day import region_cli
 from fabnode.mosquitto import mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +51,8 @@ def run_demo(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(demo.args, demo.returncode, out, err)
 
 
-def cli_json(*args: str | Path, prefix: list[str] | None = None) -> Any:
-    argv = [*(prefix or [sys.executable, "-m", "fabnode"]), *map(str, args)]
+def cli_json(*args: str | Path) -> Any:
+    argv = [sys.executable, "-m", "fabnode", *map(str, args)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -95,7 +94,7 @@ def test_the_day_runs_as_scripted_and_the_region_agrees_with_the_nodes(tmp_path:
     assert re.search(r"\d+\.\d%  \d+/\d+ lines  \d+ lines/s  ETA \d+ s", out), "no progress line"
     assert "NO" not in re.findall(r"\b(yes|NO)$", out, re.MULTILINE)
 
-    region = cli_json("region", "report", "--json", "--db", state / "region.db", prefix=region_cli())
+    region = cli_json("region", "report", "--json", "--db", state / "region.db")
     region = region["totals"]
     nodes, summaries = {}, []
     for name in ("printer", "laser"):

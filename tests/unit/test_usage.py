@@ -150,8 +150,8 @@ def test_outbox_sent_then_acked_then_pruned(log: UsageLog) -> None:
     assert log.mark_outbox_sent([first.seq, second.seq], T0) == 2
     assert [m.seq for m in log.pending_outbox(unsent_only=True)] == [third.seq]
     assert [m.seq for m in log.pending_outbox(limit=2)] == [first.seq, second.seq]
-    assert log.mark_outbox_acked([first.seq], T0) == 1
-    assert log.mark_outbox_acked([first.seq], T0) == 0  # a duplicate PUBACK changes nothing
+    assert log.mark_outbox_acked_through(first.seq, T0) == 1
+    assert log.mark_outbox_acked_through(first.seq, T0) == 0  # a repeated region ack changes nothing
     assert [m.seq for m in log.pending_outbox()] == [second.seq, third.seq]
     assert log.prune_outbox(T0 + timedelta(seconds=1)) == 1
     log.record_fault("estop", "later", "m", T0)
