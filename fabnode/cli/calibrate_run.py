@@ -34,6 +34,7 @@ from fabnode.cli.stream import FIRMWARES, connect, make_protocol
 from fabnode.config import Config, ConfigError, load_config
 from fabnode.control import ControlError, request
 from fabnode.paths import control_socket_path, resolve_state_dir
+from fabnode.wiring import make_protocol as node_protocol
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_NO_DAEMON = 1, 2, 3, 4
 EXIT_NO_ANSWER, EXIT_PORT, EXIT_INTERRUPTED = 8, 9, 130
@@ -259,7 +260,9 @@ def open_target(common: Common) -> Channel:
         refuse_during_member_job(status, common.machine)
         return DaemonChannel(path, common.firmware)
     channel = FirmwareChannel(common.firmware)
-    streamer = connect(common.port, common.baud, make_protocol(common.firmware), common.firmware,
+    # With the node's config, the routine speaks to the firmware exactly as the daemon would.
+    protocol = node_protocol(common.config) if common.config is not None else make_protocol(common.firmware)
+    streamer = connect(common.port, common.baud, protocol, common.firmware,
                        channel.on_event, common.greeting_timeout_s)
     return channel.attach(streamer)
 
