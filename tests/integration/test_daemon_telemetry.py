@@ -61,8 +61,10 @@ def test_a_crashed_publisher_is_replaced_and_its_records_still_reach_the_region(
 
     monkeypatch.setattr(TelemetryPublisher, "_step", crash_once)
     first = daemon.telemetry
+    assert first is not None
     tap(daemon, STRANGER_UID)  # a refused tap: one access record for the region
-    wait_until(lambda: first is not None and first.crashed, 10, "the first publisher to die")
+    # The supervisor may replace the dead publisher before this thread looks: wait for the replacement.
+    wait_until(lambda: crashes and daemon.telemetry not in (first, None), 10, "a publisher for the dead one")
     tap(daemon, MEMBER_UID)
     assert fake_collector.wait_for(
         lambda c: {"access", "session_started"} <= {e.kind for e in c.arrivals}, 20)
