@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m fabnode.demo
+	$(PY) -m demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -24,12 +24,12 @@ bench: $(STAMP)
 	$(PY) -m tests.bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check fabnode drivers simulators tests
+	$(VENV)/bin/ruff check fabnode drivers simulators demo tests
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
+	PYTHONPATH=. $(VENV)/bin/lint-imports
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff check --fix fabnode drivers simulators tests
+	$(VENV)/bin/ruff check --fix fabnode drivers simulators demo tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The interface every sans-I/O firmware protocol (drivers.marlin, drivers.grbl) offers its driver.
+"""The interface every sans-I/O firmware protocol (drivers.marlin.host, drivers.grbl.host) offers its driver.
 
 No threads, ports, sleeps or clocks inside: the driver passes `now` (monotonic seconds) in, feeds
 received bytes in, and asks which bytes to write. The streamer (drivers.streamer) is the only driver

@@ -1,5 +1,5 @@
-"""The telemetry envelope and topic names: SHARED by the node (fabnode.telemetry) and the region
-(fabnode.collector). Keep this API stable; add, never rename.
+"""The telemetry envelope and topic names: SHARED by the node (fabnode.telemetry.publisher) and the region
+(fabnode.region.collector). Keep this API stable; add, never rename.
 
 Topics: `<prefix>/v1/<lab>/<machine>/<kind>` with kind one of status, state, session, job, event;
 the region's end-to-end acknowledgement is retained on `<prefix>/region/v1/<lab>/<machine>/ack`.

@@ -20,11 +20,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from fabnode import access
-from fabnode.collector import Collector, CollectorConfig
 from fabnode.envelope import build_envelope, encode_envelope, topic
-from fabnode.region_store import RegionStore
-from fabnode.usage import JobRates, UsageLog
+from fabnode.records import members as access
+from fabnode.records.usage import JobRates, UsageLog
+from fabnode.region.collector import Collector, CollectorConfig
+from fabnode.region.store import RegionStore
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

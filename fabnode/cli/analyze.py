@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from fabnode.gcode import Analysis, analyze_file, guess_profile
-from fabnode.machine import LASER, MachineProfile, Material
+from fabnode.gcode.analysis import Analysis, analyze_file, guess_profile
+from fabnode.machine.profile import LASER, MachineProfile, Material
 
 # Common filaments: density g/cm3 (what the slicers' own presets use).
 MATERIALS = {"PLA": 1.24, "PETG": 1.27, "ABS": 1.04, "ASA": 1.07, "TPU": 1.21, "PC": 1.20, "NYLON": 1.14}

@@ -4,8 +4,8 @@ Firmware routines (esteps, pid, zoffset, level, laser-grid) run on the serial po
 daemon when it runs (never while a member's job runs). Questions are asked on stdin; `--yes` and the
 answer flags (`--remaining`, `--z`, `--cell`, `--save/--no-save`...) answer them for scripts.
 relay, leds, inputs and `badge` (the next badge tapped on the reader) go through the daemon's control
-socket (fabnode.daemon_technician); `badge --uid` prints a badge's hash from the lab secret.
-The dialogues themselves are fabnode.calibrate and fabnode.calibrate_laser; exit codes: EXIT_HELP.
+socket (fabnode.node.technician); `badge --uid` prints a badge's hash from the lab secret.
+The dialogues themselves are fabnode.technician.calibrate and fabnode.technician.laser; exit codes: EXIT_HELP.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from typing import Annotated
 
 import typer
 
-from fabnode import access
-from fabnode.calibrate import CalibrationError, EstepsPlan, PidPlan, esteps, level, pid, zoffset
-from fabnode.calibrate_laser import DEFAULT_FEEDS, GridSpec, default_powers, laser_grid
 from fabnode.cli.calibrate_run import (
     EXIT_FAILED,
     EXIT_HELP,
@@ -28,8 +25,11 @@ from fabnode.cli.calibrate_run import (
     fail,
     run_routine,
 )
-from fabnode.config import ConfigError, load_config
+from fabnode.config.settings import ConfigError, load_config
 from fabnode.paths import resolve_state_dir, secret_file_path
+from fabnode.records import members as access
+from fabnode.technician.calibrate import CalibrationError, EstepsPlan, PidPlan, esteps, level, pid, zoffset
+from fabnode.technician.laser import DEFAULT_FEEDS, GridSpec, default_powers, laser_grid
 
 app = typer.Typer(help="Calibration routines for technicians (never during a member's job).",
                   no_args_is_help=True)

@@ -17,11 +17,11 @@ from typing import Any
 from drivers.events import CommandReply, Temperatures
 from drivers.serial_link import PortLost, SerialLink
 from drivers.streamer import JobEnded, LinkLost, Progress, Streamer
-from fabnode.calibrate import CalibrationError, JobResult, Reply
 from fabnode.cli.console import format_temperatures
 from fabnode.cli.stream import ProgressBar, make_protocol
-from fabnode.control import ControlError, request
-from fabnode.machine import SAFE_NOW
+from fabnode.machine.profile import SAFE_NOW
+from fabnode.node.control import ControlError, request
+from fabnode.technician.calibrate import CalibrationError, JobResult, Reply
 
 TEMPS_EVERY_S = 5.0
 SAFE_STOP = SAFE_NOW

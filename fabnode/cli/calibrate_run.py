@@ -15,7 +15,13 @@ from typing import Any, Protocol
 
 import typer
 
-from fabnode.calibrate import (
+from fabnode.cli.calibrate_port import DaemonChannel, FirmwareChannel, MachineBusy, NoAnswer, PortGone
+from fabnode.cli.stream import FIRMWARES, connect, make_protocol
+from fabnode.config.settings import Config, ConfigError, load_config
+from fabnode.node.control import ControlError, request
+from fabnode.node.wiring import make_protocol as node_protocol
+from fabnode.paths import control_socket_path, resolve_state_dir
+from fabnode.technician.calibrate import (
     Ask,
     CalibrationError,
     Dialogue,
@@ -28,13 +34,7 @@ from fabnode.calibrate import (
     drive,
     member_job_refusal,
 )
-from fabnode.calibrate_toml import MaterialEditError, set_material_laser
-from fabnode.cli.calibrate_port import DaemonChannel, FirmwareChannel, MachineBusy, NoAnswer, PortGone
-from fabnode.cli.stream import FIRMWARES, connect, make_protocol
-from fabnode.config import Config, ConfigError, load_config
-from fabnode.control import ControlError, request
-from fabnode.paths import control_socket_path, resolve_state_dir
-from fabnode.wiring import make_protocol as node_protocol
+from fabnode.technician.toml_edit import MaterialEditError, set_material_laser
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_NO_DAEMON = 1, 2, 3, 4
 EXIT_NO_ANSWER, EXIT_PORT, EXIT_INTERRUPTED = 8, 9, 130

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fabnode.config import ConfigError, load_config
+from fabnode.config.settings import ConfigError, load_config
 
 
 def register(app: typer.Typer) -> None:

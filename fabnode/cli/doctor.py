@@ -1,7 +1,7 @@
 """`fabnode doctor`: check the node's config, serial port and firmware, reader, GPIO, broker, database,
 disk, clock and USB-serial latency; one line per check; exit 0 when nothing FAILs (1 otherwise).
 
-The checks are fabnode.doctor; this module gives them the drivers (serial port, GPIO, reader).
+The checks are fabnode.technician.doctor; this module gives them the drivers (serial port, GPIO, reader).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from typing import Annotated, Any
 
 import typer
 
-from fabnode import doctor as d
-from fabnode.calibrate import Reply
 from fabnode.cli.calibrate_port import FirmwareChannel, NoAnswer, open_channel
 from fabnode.cli.calibrate_run import daemon_status
-from fabnode.config import Config
+from fabnode.config.settings import Config
 from fabnode.paths import control_socket_path, resolve_state_dir
+from fabnode.technician import doctor as d
+from fabnode.technician.calibrate import Reply
 
 EXIT_FAILED = 1
 PI_MODEL = Path("/proc/device-tree/model")
 
 
 class PortSession:
-    """The port as fabnode.doctor.FirmwareSession: ask() answers None on silence."""
+    """The port as fabnode.technician.doctor.FirmwareSession: ask() answers None on silence."""
 
     def __init__(self, channel: FirmwareChannel, greeted: bool) -> None:
         self.channel = channel
@@ -56,7 +56,7 @@ def session_opener(greeting_timeout_s: float) -> Callable[[str, int, str], d.Fir
 
 def gpio_probe() -> None:
     """Load RPi.GPIO as the daemon would (RuntimeError / ImportError off a Pi)."""
-    from drivers.gpio_rpi import RpiPins
+    from drivers.gpio.rpi import RpiPins
 
     RpiPins()
 
@@ -71,11 +71,11 @@ def on_raspberry_pi(model_file: Path = PI_MODEL) -> bool:
 
 def reader_probe() -> Callable[[str], None] | None:
     """Open and close the nfcpy reader the way the daemon does; None without drivers/badge_nfc.py."""
-    if importlib.util.find_spec("drivers.badge_nfc") is None:
+    if importlib.util.find_spec("drivers.badge.nfc") is None:
         return None
 
     def probe(device: str) -> None:
-        from drivers.badge_nfc import open_frontend
+        from drivers.badge.nfc import open_frontend
 
         open_frontend(device).close()
 

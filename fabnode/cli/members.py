@@ -16,11 +16,11 @@ from typing import Annotated
 
 import typer
 
-from fabnode import access
 from fabnode.cli.usage import StateDirOption, parse_day
 from fabnode.paths import ensure_state_dir, resolve_state_dir, secret_file_path, usage_db_path
-from fabnode.usage import UsageLog, UsageLogError
-from fabnode.usage_report import render_table
+from fabnode.records import members as access
+from fabnode.tables import render_table
+from fabnode.records.usage import UsageLog, UsageLogError
 
 BadgeOption = Annotated[
     str,

@@ -18,10 +18,10 @@ from typing import Annotated, Any
 
 import typer
 
-from fabnode import access
-from fabnode.config import ConfigError, load_config
-from fabnode.control import ControlError, request
+from fabnode.config.settings import ConfigError, load_config
+from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, resolve_state_dir
+from fabnode.records import members as access
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2

@@ -14,12 +14,12 @@ from typing import Annotated
 
 import typer
 
-from fabnode.collector import Collector, CollectorConfig, subscription
-from fabnode.config import check_broker_url
-from fabnode.region_plot import write_hours_chart
-from fabnode.region_report import build_report, report_csv, report_json, report_table
-from fabnode.region_store import RegionStore, RegionStoreError
-from fabnode.usage_report import render_table
+from fabnode.config.settings import check_broker_url
+from fabnode.region.collector import Collector, CollectorConfig, subscription
+from fabnode.region.plot import write_hours_chart
+from fabnode.region.report import build_report, report_csv, report_json, report_table
+from fabnode.region.store import RegionStore, RegionStoreError
+from fabnode.tables import render_table
 
 DbOption = Annotated[
     str, typer.Option("--db", help="The region store: an SQLite file, or a postgresql://user@host/db URL.")

@@ -6,7 +6,7 @@
 Runs until SIGTERM or SIGINT, then stops cleanly (a running job is cancelled the safe way and recorded
 `cancelled`, the session closed, the relay switched off). SIGHUP re-reads the config file and applies
 what can change live without touching a running job; a broken file is refused and the running config
-kept (see fabnode.daemon_reload). Exit codes: 0 stopped cleanly; 1 could not
+kept (see fabnode.node.reload). Exit codes: 0 stopped cleanly; 1 could not
 start (GPIO, another daemon on the state dir, database); 2 bad usage or a wrong config (the message
 names the file and the key).
 """
@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from fabnode.config import Config, ConfigError, check_broker_url, load_config
+from fabnode.config.settings import Config, ConfigError, check_broker_url, load_config
 from fabnode.paths import ensure_state_dir, resolve_state_dir
 
 FIRMWARES = ("marlin", "grbl")
@@ -37,7 +37,7 @@ def _fail(message: str, code: int) -> None:
 def _reader(config_file: Path, simulate: bool, firmware: str | None, folder: Path,
             broker: str | None) -> Callable[[], Config]:
     """What SIGHUP re-reads: the same file, made the same way (simulated parts, --broker) as at start."""
-    from fabnode import wiring
+    from fabnode.node import wiring
 
     def reread() -> Config:
         if simulate:
@@ -50,7 +50,7 @@ def _reader(config_file: Path, simulate: bool, firmware: str | None, folder: Pat
 def _load(config_file: Path | None, simulate: bool, firmware: str | None, state_dir: Path | None
           ) -> tuple[Config, Path]:
     """The config and the state dir, or exit 2 with the config's own message."""
-    from fabnode import wiring
+    from fabnode.node import wiring
 
     try:
         if simulate:
@@ -104,8 +104,8 @@ def run(
         _fail("--firmware goes with --simulate (a real machine's firmware is in its config)", 2)
     config, folder = _load(config_file, simulate, firmware, state_dir)
     config = _with_broker(config, broker)
-    from fabnode.daemon import Daemon
-    from fabnode.wiring import WiringError, build_parts
+    from fabnode.node.loop import Daemon
+    from fabnode.node.wiring import WiringError, build_parts
 
     try:
         parts = build_parts(config, folder, sim_speed=sim_speed)

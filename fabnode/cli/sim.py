@@ -95,7 +95,7 @@ def marlin(
     ] = None,
 ) -> None:
     """A Marlin 2.1 printer. Fault lines are the N numbers of numbered lines."""
-    from simulators.marlin import MarlinSimulator
+    from simulators.marlin.simulator import MarlinSimulator
 
     sim = MarlinSimulator(
         baud=baud,
@@ -137,7 +137,7 @@ def grbl(
     drop_connection_at_line: AtLine = None,
 ) -> None:
     """A GRBL 1.1h controller (laser or CNC). Fault lines count the lines the firmware took in."""
-    from simulators.grbl import from_cli  # another engineer's module: imported only when asked for
+    from simulators.grbl.simulator import from_cli  # another engineer's module: imported only when asked for
 
     sim = from_cli(
         baud=baud,

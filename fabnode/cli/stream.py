@@ -53,7 +53,7 @@ def make_protocol(firmware: str, *, rx_window: int | None = None, answer_timeout
                   ) -> HostProtocol:
     """The host protocol for this firmware; rx_window and answer_timeout_s override its defaults."""
     if firmware == "grbl":
-        from drivers.grbl import GrblHost
+        from drivers.grbl.host import GrblHost
 
         grbl_kw: dict[str, float] = {}
         if rx_window is not None:
@@ -62,7 +62,7 @@ def make_protocol(firmware: str, *, rx_window: int | None = None, answer_timeout
             grbl_kw["no_answer_after_s"] = answer_timeout_s
         return GrblHost(**grbl_kw)  # type: ignore[arg-type]
     if firmware == "marlin":
-        from drivers.marlin import MarlinHost
+        from drivers.marlin.host import MarlinHost
 
         marlin_kw: dict[str, float] = {}
         if rx_window is not None:
@@ -180,7 +180,7 @@ def _clock(seconds: float) -> str:
 def analyse(lines: list[str], last_line: int, firmware: str) -> tuple[float | None, float | None]:
     """Filament mm and laser-on seconds of the file up to `last_line` (what really ran), if analysable."""
     try:
-        from fabnode import gcode
+        from fabnode.gcode import analysis as gcode
 
         profile = gcode.guess_profile("", firmware)
         result = gcode.analyze_lines(lines, profile, stop_after_line=last_line)

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from fabnode.cli.usage import StateDirOption, open_existing_log
-from fabnode.config import ConfigError, load_config
-from fabnode.control import ControlError, request
+from fabnode.config.settings import ConfigError, load_config
+from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, ensure_state_dir, resolve_state_dir, usage_db_path
-from fabnode.telemetry import TelemetryError, TelemetryPublisher, TelemetrySettings
-from fabnode.usage import UsageLog, UsageLogError
+from fabnode.records.usage import UsageLog, UsageLogError
+from fabnode.telemetry.publisher import TelemetryError, TelemetryPublisher, TelemetrySettings
 
 ConfigOption = Annotated[
     Path | None,

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from fabnode import usage_report
 from fabnode.paths import resolve_state_dir, usage_db_path
-from fabnode.usage import UsageLog, UsageLogError
+from fabnode.records import report as usage_report
+from fabnode.records.usage import UsageLog, UsageLogError
 
 StateDirOption = Annotated[
     Path | None,

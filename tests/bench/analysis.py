@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fabnode.gcode import analyze_file
+from fabnode.gcode.analysis import analyze_file
 
 GCODE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gcode"
 BIG = "prusaslicer-benchy.gcode"

@@ -22,11 +22,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fabnode import access
-from fabnode.daemon import Daemon
+from fabnode.node.loop import Daemon
+from fabnode.node.wiring import build_parts, simulated_config
 from fabnode.paths import secret_file_path, usage_db_path
-from fabnode.usage import UsageLog
-from fabnode.wiring import build_parts, simulated_config
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
 
 TAPS = 200
 IDLE_S = 10.0

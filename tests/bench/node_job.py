@@ -9,7 +9,7 @@ the wire, as the rows say.
 
 - job time (the job row's running_s) against the wire's own limit: the bytes the printer received,
   10 bits each at 115200 baud (x1.00 would be a wire never idle);
-- the daemon's CPU seconds per hour of printing: its CPU during the job over the hours fabnode.gcode
+- the daemon's CPU seconds per hour of printing: its CPU during the job over the hours fabnode.gcode.analysis
   estimates the prefix takes to print (a real printer is that slow; the daemon's work is per line);
   reference: its CPU per second of the job, i.e. the share of one core streaming at wire speed;
 - the daemon's peak RSS (VmHWM, the file's lines and analysis included), against its RSS idle before.
@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from drivers.gcode_text import strip_for_wire
-from fabnode import access
-from fabnode.config import load_config
-from fabnode.control import ControlError, request
-from fabnode.gcode import analyze_file
+from fabnode.config.settings import load_config
+from fabnode.gcode.analysis import analyze_file
+from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
-from fabnode.usage import UsageLog
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
 
 PREFIX_LINES = 20_000
 BAUD = 115200

@@ -26,10 +26,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fabnode.collector import Collector, CollectorConfig
 from fabnode.envelope import build_envelope, encode_envelope, topic
-from fabnode.region_report import build_report
-from fabnode.region_store import RegionStore
+from fabnode.region.collector import Collector, CollectorConfig
+from fabnode.region.report import build_report
+from fabnode.region.store import RegionStore
 from tests.mqtt_broker import MosquittoBroker, mosquitto_binary
 from tests.region_support import RawPublisher, postgres_database, postgres_problem, start_collector_process
 

@@ -220,7 +220,7 @@ def _rows(label: str, ours: Run, naive: Run, goal: float) -> list[tuple[str, str
 
 def marlin_rows() -> list[tuple[str, str, str]]:
     """Marlin on a benchy prefix, without and with 1% line noise."""
-    from drivers.marlin import MarlinHost
+    from drivers.marlin.host import MarlinHost
 
     raw, commands = wire_lines(GCODE / "prusaslicer-benchy.gcode", MARLIN_LINES, paren_comments=False)
     rows: list[tuple[str, str, str]] = []
@@ -238,7 +238,7 @@ def marlin_rows() -> list[tuple[str, str, str]]:
 
 def grbl_rows() -> list[tuple[str, str, str]]:
     """GRBL on the laser files."""
-    from drivers.grbl import GrblHost, clean_line
+    from drivers.grbl.host import GrblHost, clean_line
 
     rows: list[tuple[str, str, str]] = []
     for name in ("laser-jsdc.gcode", "laser-tball-engrave.gcode"):

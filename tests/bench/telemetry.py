@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fabnode.envelope import ack_topic, build_ack, build_envelope, encode_envelope, node_subscription, topic
-from fabnode.telemetry import TelemetryPublisher, TelemetrySettings
-from fabnode.usage import KIND_FAULT, UsageLog
-from fabnode.usage_schema import utc_iso, write_transaction
+from fabnode.records.schema import utc_iso, write_transaction
+from fabnode.records.usage import KIND_FAULT, UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher, TelemetrySettings
 from tests.mqtt_broker import MosquittoBroker, mosquitto_binary
 
 COUNT = 10_000

@@ -1,11 +1,11 @@
 """One contract for badge readers, run over every backend present.
 
 - `sim`: simulators.badge.SimBadgeReader.
-- `nfc-udp`: drivers.badge_nfc.NfcReader on nfcpy's `udp` frontend, reading a FeliCa tag that
+- `nfc-udp`: drivers.badge.nfc.NfcReader on nfcpy's `udp` frontend, reading a FeliCa tag that
   simulators.badge.NfcTagEmulator presents on a free local port: the real nfcpy discovery,
   activation and presence checks. "Unplugging" closes the real nfcpy frontend under the reader (as a
   vanished USB device does) and refuses to reopen it until "plugged" back.
-- `wedge`: drivers.badge.KeyboardWedgeReader on a FIFO; the test types the UIDs into it, closing
+- `wedge`: drivers.badge.readers.KeyboardWedgeReader on a FIFO; the test types the UIDs into it, closing
   the FIFO is unplugging. Its clock is the test's, so its hold-off is crossed without sleeping.
 nfcpy's emulated link sometimes stalls 1-2 s while the emulator re-binds: every wait is on an
 event, with generous timeouts.
@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from drivers.badge import Backoff, KeyboardWedgeReader
-from drivers.badge_nfc import NfcReader, open_frontend
+from drivers.badge.nfc import NfcReader, open_frontend
+from drivers.badge.readers import Backoff, KeyboardWedgeReader
 from simulators.badge import NfcTagEmulator, SimBadgeReader
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from drivers.gpio import GpioMachineIO, Wiring
+from drivers.gpio.machine_io import GpioMachineIO, Wiring
 from simulators.gpio import SimGpio
 
 pytestmark = pytest.mark.timeout(30)
@@ -74,7 +74,7 @@ def make_rig(request: pytest.FixtureRequest) -> Iterator[Callable[..., Rig]]:
         wiring = Wiring(**fields)
         board: Any
         if request.param == "rpi":
-            from drivers.gpio_rpi import RpiPins
+            from drivers.gpio.rpi import RpiPins
 
             pins: Any = RpiPins()
             board = RpiBoard(pins, wiring)

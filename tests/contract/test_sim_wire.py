@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import serial
 
-from simulators.marlin import MarlinSimulator
+from simulators.marlin.simulator import MarlinSimulator
 from simulators.wire import Wire
 
 pytestmark = pytest.mark.timeout(30)
@@ -227,7 +227,7 @@ def test_marlin_job_survives_line_noise_with_resends() -> None:
 
 
 def _simulators() -> list[str]:
-    return ["simulators.marlin:MarlinSimulator", "simulators.grbl:GrblSimulator"]
+    return ["simulators.marlin.simulator:MarlinSimulator", "simulators.grbl.simulator:GrblSimulator"]
 
 
 @pytest.mark.parametrize("backend", _simulators())

@@ -18,13 +18,13 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from fabnode import access
 from fabnode.cli import calibrate
-from fabnode.config import load_config
-from fabnode.control import ControlServer
+from fabnode.config.settings import load_config
+from fabnode.node.control import ControlServer
 from fabnode.paths import control_socket_path
-from simulators.grbl import GrblSimulator
-from simulators.marlin import MarlinSimulator
+from fabnode.records import members as access
+from simulators.grbl.simulator import GrblSimulator
+from simulators.marlin.simulator import MarlinSimulator
 
 REPO = Path(__file__).resolve().parents[2]
 BAUD = "1000000"

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fabnode.envelope import parse_ack
-from fabnode.region_store import RegionStore
-from fabnode.telemetry import TelemetryPublisher, TelemetrySettings
+from fabnode.region.store import RegionStore
+from fabnode.telemetry.publisher import TelemetryPublisher, TelemetrySettings
 from tests.mqtt_broker import MosquittoBroker
 from tests.region_support import (  # noqa: F401  (region_target is a fixture)
     CollectorThread,

@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from fabnode.region_store import RegionStore
+from fabnode.region.store import RegionStore
 from tests.mqtt_broker import free_port, make_password_file, make_tls_files, mosquitto_binary
 from tests.region_support import CollectorThread, synthetic_stream, wait_for
 

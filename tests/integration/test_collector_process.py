@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.region_store import RegionStore
+from fabnode.region.store import RegionStore
 from tests.mqtt_broker import MosquittoBroker
 from tests.region_support import RawPublisher, pg_target, start_collector_process, synthetic_stream, wait_for  # noqa: F401
 

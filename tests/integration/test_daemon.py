@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.config import load_config
-from fabnode.gcode import analyze_file
+from fabnode.config.settings import load_config
+from fabnode.gcode.analysis import analyze_file
 from tests.integration.test_daemon_helpers import (
     MEMBER_UID,
     STRANGER_UID,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import access
 from fabnode.paths import secret_file_path
+from fabnode.records import members as access
 from tests.integration.test_daemon_helpers import (
     MEMBER_UID,
     REPO,

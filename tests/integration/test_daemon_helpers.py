@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.gcode_text import strip_for_wire
-from fabnode import access
-from fabnode.control import ControlError, request
+from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
-from fabnode.usage import UsageLog
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_CUBHELIX = REPO.parent / "shared" / "data" / "gcode" / "prusaslicer-cubhelix.gcode"

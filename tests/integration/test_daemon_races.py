@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import access
-from fabnode.daemon import Daemon
+from fabnode.node.loop import Daemon
+from fabnode.node.wiring import build_parts, simulated_config
 from fabnode.paths import secret_file_path, usage_db_path
-from fabnode.usage import UsageLog
-from fabnode.wiring import build_parts, simulated_config
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
 from tests.integration.test_daemon_helpers import (
     HOST_COMMANDS,
     MEMBER_UID,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import access
-from fabnode.daemon import Daemon
+from fabnode.node.loop import Daemon
+from fabnode.node.wiring import build_parts, simulated_config
 from fabnode.paths import secret_file_path, usage_db_path
-from fabnode.telemetry import TelemetryPublisher
-from fabnode.usage import UsageLog
-from fabnode.wiring import build_parts, simulated_config
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher
 from tests.integration.test_daemon_helpers import MEMBER_UID, STRANGER_UID, wait_until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.broker]
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.broker]
 @pytest.fixture
 def daemon(tmp_path: Path, mosquitto, monkeypatch) -> Iterator[Daemon]:
     """A simulated printer node publishing to the test broker; the restart wait is made short."""
-    monkeypatch.setattr("fabnode.daemon.TELEMETRY_RESTART_EVERY_S", 0.5)
+    monkeypatch.setattr("fabnode.node.loop.TELEMETRY_RESTART_EVERY_S", 0.5)
     folder = tmp_path / "state"
     config = simulated_config(None, "marlin", folder)
     telemetry = dataclasses.replace(config.telemetry, broker=mosquitto.url)

@@ -1,4 +1,4 @@
-"""`python -m fabnode.demo`: the scripted day runs end to end, its figures agree, nothing is left running.
+"""`python -m demo`: the scripted day runs end to end, its figures agree, nothing is left running.
 
 The demo runs as a user runs it (a subprocess), with `--fast` (a shorter print) and its own state dir.
 Its totals are checked here with the CLI on the folders it leaves, not taken from its own output.
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fabnode.demo_compare import compare, node_figures
+from demo.compare import compare, node_figures
 from fabnode.mosquitto import mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ needs_mosquitto = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquit
 
 
 def start_demo(state: Path, *extra: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "fabnode.demo", "--fast", "--state-dir", str(state), *extra]
+    argv = [sys.executable, "-m", "demo", "--fast", "--state-dir", str(state), *extra]
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)  # fmt: skip
 

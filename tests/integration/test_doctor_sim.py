@@ -13,11 +13,11 @@ import typer
 from typer.testing import CliRunner, Result
 
 from fabnode.cli import doctor
-from fabnode.control import ControlServer
+from fabnode.node.control import ControlServer
 from fabnode.paths import control_socket_path, usage_db_path
-from fabnode.usage import UsageLog
-from simulators.grbl import GrblSimulator
-from simulators.marlin import MarlinSimulator
+from fabnode.records.usage import UsageLog
+from simulators.grbl.simulator import GrblSimulator
+from simulators.marlin.simulator import MarlinSimulator
 from tests.mqtt_broker import MosquittoBroker, TlsListener, free_port, make_ca, make_tls_files
 
 REPO = Path(__file__).resolve().parents[2]

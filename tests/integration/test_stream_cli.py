@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.marlin import MarlinSimulator
+from simulators.marlin.simulator import MarlinSimulator
 from tests.conftest import gcode_path
 from tests.integration.test_stream_helpers import (
     REPO,

@@ -1,4 +1,4 @@
-"""The Streamer with drivers.grbl.GrblHost, and the CLI, against the GRBL simulator over a real pty."""
+"""The Streamer with drivers.grbl.host.GrblHost, and the CLI, against the GRBL simulator over a real pty."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers import grbl
 from drivers.events import AlarmRaised
-from simulators.grbl import GrblSimulator
+from drivers.grbl import host as grbl
+from simulators.grbl.simulator import GrblSimulator
 from tests.conftest import gcode_path
 from tests.integration.test_stream_helpers import (
     REPO,

@@ -1,4 +1,4 @@
-"""The Streamer with drivers.marlin.MarlinHost against the Marlin simulator over a real pty."""
+"""The Streamer with drivers.marlin.host.MarlinHost against the Marlin simulator over a real pty."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from drivers import marlin
-from simulators.marlin import MarlinSimulator
+from drivers.marlin import host as marlin
+from simulators.marlin.simulator import MarlinSimulator
 from tests.conftest import gcode_path
 from tests.integration.test_stream_helpers import (
     SimFactory,

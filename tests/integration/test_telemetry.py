@@ -12,8 +12,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fabnode.envelope import build_ack, parse_envelope
-from fabnode.telemetry import TelemetryPublisher, TelemetrySettings
-from fabnode.usage import UsageLog
+from fabnode.records.usage import UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher, TelemetrySettings
 from tests.integration.conftest import FakeCollector
 from tests.mqtt_broker import MosquittoBroker
 

@@ -17,9 +17,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fabnode.envelope import parse_envelope
-from fabnode.telemetry import TelemetryPublisher
-from fabnode.usage import KIND_FAULT, UsageLog
-from fabnode.usage_schema import utc_iso, write_transaction
+from fabnode.records.schema import utc_iso, write_transaction
+from fabnode.records.usage import KIND_FAULT, UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher
 from tests.integration.conftest import FakeCollector
 from tests.integration.test_telemetry import add_faults, settings
 from tests.mqtt_broker import MosquittoBroker, free_port
@@ -137,8 +137,8 @@ class HoldingProxy:
 NODE_SCRIPT = """
 import sys, threading
 from pathlib import Path
-from fabnode.telemetry import TelemetryPublisher, TelemetrySettings
-from fabnode.usage import UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher, TelemetrySettings
+from fabnode.records.usage import UsageLog
 log = UsageLog.open(Path(sys.argv[1]))
 settings = TelemetrySettings(sys.argv[2], "lab", "m", reconnect_min_s=0.1, reconnect_max_s=0.5, keepalive_s=5)
 TelemetryPublisher(log, settings).start()

@@ -12,8 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from fabnode.cli import telemetry as telemetry_cli
-from fabnode.telemetry import TelemetryPublisher
-from fabnode.usage import UsageLog
+from fabnode.records.usage import UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher
 from tests.integration.conftest import FakeCollector
 from tests.integration.test_telemetry import add_faults, settings
 from tests.mqtt_broker import (

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabnode import access
-from fabnode.access import AccessError
-from fabnode.usage import UsageLog
+from fabnode.records import members as access
+from fabnode.records.members import AccessError
+from fabnode.records.usage import UsageLog
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 SECRET = bytes(range(32))

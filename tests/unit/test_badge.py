@@ -1,4 +1,4 @@
-"""The pure parts of drivers.badge (tap filter, backoff, UID parsing) and the keyboard-wedge reader
+"""The pure parts of drivers.badge.readers (tap filter, backoff, UID parsing) and the keyboard-wedge reader
 over a pipe."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from drivers.badge import Backoff, KeyboardWedgeReader, TapFilter, parse_uid
+from drivers.badge.readers import Backoff, KeyboardWedgeReader, TapFilter, parse_uid
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from fabnode.calibrate import (
+from fabnode.technician.calibrate import (
     Ask,
     CalibrationError,
     Dialogue,
@@ -27,7 +27,7 @@ from fabnode.calibrate import (
     yes_no,
     zoffset,
 )
-from fabnode.calibrate_parse import (
+from fabnode.technician.parse import (
     AutotuneFailed,
     parse_autotune,
     parse_capabilities,

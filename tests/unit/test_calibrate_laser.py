@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import gcode
-from fabnode.calibrate import CalibrationError, JobResult, RecordMaterial, drive
-from fabnode.calibrate_laser import GridSpec, grid_gcode, laser_grid, parse_cell
-from fabnode.calibrate_toml import MaterialEditError, set_material_laser
-from fabnode.config import load_config
+from fabnode.config.settings import load_config
+from fabnode.gcode import analysis as gcode
+from fabnode.technician.calibrate import CalibrationError, JobResult, RecordMaterial, drive
+from fabnode.technician.laser import GridSpec, grid_gcode, laser_grid, parse_cell
+from fabnode.technician.toml_edit import MaterialEditError, set_material_laser
 from tests.unit.test_calibrate import ScriptedIO
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from fabnode import access
 from fabnode.cli import members, usage
 from fabnode.paths import secret_file_path
-from fabnode.usage import UsageLog
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
 
 UID = "04:A2:2B:1C"
 

@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from fabnode import access
 from fabnode.cli import members, usage
-from fabnode.usage import JobRates, UsageLog
+from fabnode.records import members as access
+from fabnode.records.usage import JobRates, UsageLog
 
 SECRET = b"s" * 32
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fabnode.cli import app
-from fabnode.config import ConfigError, load_config
+from fabnode.config.settings import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = """

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fabnode.control import ControlError, ControlServer, request
+from fabnode.node.control import ControlError, ControlServer, request
 
 
 def echo_handler(message: dict[str, Any]) -> dict[str, Any]:

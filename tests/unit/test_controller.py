@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from fabnode.controller import TRANSITIONS, Controller, UnknownTransition
-from fabnode.controller_types import (
+from fabnode.machine.controller import TRANSITIONS, Controller, UnknownTransition
+from fabnode.machine.types import (
     AbortJob,
     Action,
     ActivitySeen,

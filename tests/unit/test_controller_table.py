@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabnode.controller import (
+from fabnode.machine.controller import (
     TRANSITIONS,
     Controller,
     Rule,
@@ -19,7 +19,7 @@ from fabnode.controller import (
     describe_transitions,
     mermaid,
 )
-from fabnode.controller_types import (
+from fabnode.machine.types import (
     EVENT_TYPES,
     ActivitySeen,
     BadgeTapped,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.config import load_config
-from fabnode.daemon import controller_settings
-from fabnode.gcode import analyze_file
-from fabnode.machine import MachineProfile
-from fabnode.node_jobs import JobBook, preflight
-from fabnode.sdnotify import Notifier
-from fabnode.usage import UsageLog
+from fabnode.config.settings import load_config
+from fabnode.gcode.analysis import analyze_file
+from fabnode.machine.profile import MachineProfile
+from fabnode.node.jobs import JobBook, preflight
+from fabnode.node.loop import controller_settings
+from fabnode.node.sdnotify import Notifier
+from fabnode.records.usage import UsageLog
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "fabnode.service"

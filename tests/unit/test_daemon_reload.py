@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fabnode.cli.node import render_status
-from fabnode.config import ConfigError, load_config
-from fabnode.daemon_reload import _keep_restart_only, _restart_only, _serial_changed
+from fabnode.config.settings import ConfigError, load_config
+from fabnode.node.reload import _keep_restart_only, _restart_only, _serial_changed
 
 BASE = """\
 [node]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from fabnode.calibrate import member_job_refusal
-from fabnode.controller import Controller
-from fabnode.controller_types import TemperatureReported, Tick
-from fabnode.daemon_technician import TECHNICIAN_HOLD_S, TechnicianDesk
+from fabnode.machine.controller import Controller
+from fabnode.machine.types import TemperatureReported, Tick
+from fabnode.node.technician import TECHNICIAN_HOLD_S, TechnicianDesk
+from fabnode.technician.calibrate import member_job_refusal
 
 
 class Pins:

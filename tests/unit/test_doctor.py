@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import doctor as d
-from fabnode.calibrate import Reply
-from fabnode.config import load_config
+from fabnode.config.settings import load_config
+from fabnode.technician import doctor as d
+from fabnode.technician.calibrate import Reply
 
 REPO = Path(__file__).resolve().parents[2]
 M115 = ("FIRMWARE_NAME:Marlin 2.1.2 (Mar 21 2023) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin",

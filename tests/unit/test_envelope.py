@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import access
 from fabnode.envelope import (
     MAX_MESSAGE_BYTES,
     RECORD_KINDS,
@@ -26,7 +25,8 @@ from fabnode.envelope import (
     topic,
     validate,
 )
-from fabnode.usage import JobRates, OutboxMessage, UsageLog
+from fabnode.records import members as access
+from fabnode.records.usage import JobRates, OutboxMessage, UsageLog
 
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
 SECRET = b"s" * 32

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from fabnode.gcode import Analysis, analyze_lines, laser_profile
-from fabnode.machine import MachineProfile, Material
+from fabnode.gcode.analysis import Analysis, analyze_lines, laser_profile
+from fabnode.machine.profile import MachineProfile, Material
 
 PRINTER = MachineProfile()
 # Acceleration so high that a move takes distance / feed: times can be checked with a pencil.

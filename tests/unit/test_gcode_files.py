@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.gcode import analyze_file, analyze_lines, guess_profile, laser_profile
-from fabnode.machine import MachineProfile
+from fabnode.gcode.analysis import analyze_file, analyze_lines, guess_profile, laser_profile
+from fabnode.machine.profile import MachineProfile
 from tests.conftest import gcode_path
 
 PRUSA_FILES = ["prusaslicer-benchy.gcode", "prusaslicer-cubhelix.gcode", "prusaslicer-vase.gcode"]

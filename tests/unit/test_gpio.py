@@ -1,11 +1,11 @@
-"""The pure parts of drivers.gpio: debounce, buzzer tunes, blinking, and the wiring from the config."""
+"""Pure parts of drivers.gpio.machine_io: debounce, buzzer tunes, blinking, wiring from the config."""
 
 from __future__ import annotations
 
 import pytest
 
-from drivers.gpio import BUZZ_PATTERNS, Debouncer, Tune, Wiring, blink_phase
-from fabnode.config import GpioConfig
+from drivers.gpio.machine_io import BUZZ_PATTERNS, Debouncer, Tune, Wiring, blink_phase
+from fabnode.config.settings import GpioConfig
 
 
 def test_wiring_takes_every_gpio_config_field() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from drivers.gpio import GpioMachineIO, Wiring
+from drivers.gpio.machine_io import GpioMachineIO, Wiring
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -87,14 +87,14 @@ def fake_gpio(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 def build(wiring: Wiring) -> GpioMachineIO:
-    from drivers.gpio_rpi import RpiPins
+    from drivers.gpio.rpi import RpiPins
 
     return GpioMachineIO(RpiPins(), wiring, debounce_ms=10, poll_s=0.01)
 
 
 def test_module_import_does_not_import_rpi_gpio() -> None:
-    sys.modules.pop("drivers.gpio_rpi", None)
-    import drivers.gpio_rpi  # noqa: F401
+    sys.modules.pop("drivers.gpio.rpi", None)
+    import drivers.gpio.rpi  # noqa: F401
 
     assert "RPi.GPIO" not in sys.modules or isinstance(sys.modules["RPi.GPIO"], FakeGpio)
 

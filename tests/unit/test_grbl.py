@@ -24,7 +24,7 @@ from drivers.events import (
     LineAcked,
     StatusReport,
 )
-from drivers.grbl import GrblHost
+from drivers.grbl.host import GrblHost
 from tests.conftest import gcode_path
 
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from drivers.events import Event, JobCompleted, JobState, LineAcked
 from drivers.gcode_text import strip_for_wire
-from drivers.grbl import GrblHost
+from drivers.grbl.host import GrblHost
 
 RX_BUFFER = 128
 REALTIME = {ord("?"), ord("!"), ord("~"), 0x18}

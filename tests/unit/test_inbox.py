@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fabnode.inbox import Inbox, is_offered
+from fabnode.node.inbox import Inbox, is_offered
 
 
 def _file(folder: Path, name: str, mtime: int, text: str = "G28\n") -> Path:

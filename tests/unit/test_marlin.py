@@ -19,13 +19,13 @@ from drivers.events import (
     ResendRequested,
     Temperatures,
 )
-from drivers.marlin import JobStateError, MarlinHost
+from drivers.marlin.host import JobStateError, MarlinHost
 
 OK_T = b"ok T:210.0 /210.0 B:60.0 /60.0 @:127 B@:0\n"
 
 
 def xor(text: str) -> int:
-    """The checksum as Marlin computes it, written here independently of drivers.marlin_wire."""
+    """The checksum as Marlin computes it, written here independently of drivers.marlin.wire."""
     value = 0
     for char in text:
         value ^= ord(char)

@@ -1,7 +1,7 @@
 """Property tests: MarlinHost against a small Marlin model over a noisy wire.
 
 The model below is written from Marlin's documented behaviour with its own checksum code (it does
-not import drivers.marlin_wire): line number checked before the checksum; a refused line gets
+not import drivers.marlin.wire): line number checked before the checksum; a refused line gets
 `Error:`, `Resend: <last+1>` and `ok`, and every later line is refused too (each with its own
 request) unless Marlin flushed it from its RX buffer first, which it does at random here, so the
 number of duplicate requests varies; M110 taken whatever its number; a 127-byte RX buffer whose
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.events import JobCompleted, JobFailed, LineAcked
-from drivers.marlin import MarlinHost
+from drivers.marlin.host import MarlinHost
 
 TICK_S = 0.01
 MAX_TICKS = 6_000

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from fabnode.gcode import analyze_file, analyze_lines, laser_profile
-from fabnode.machine import MachineProfile
-from fabnode.preflight import MAX_PER_KIND, Problem
+from fabnode.gcode.analysis import analyze_file, analyze_lines, laser_profile
+from fabnode.gcode.preflight import MAX_PER_KIND, Problem
+from fabnode.machine.profile import MachineProfile
 
 PRINTER = MachineProfile(volume_min_mm=(0.0, -4.0, 0.0), volume_max_mm=(180.0, 180.0, 180.0))
 

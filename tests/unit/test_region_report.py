@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fabnode.cli import app
 from fabnode.envelope import parse_envelope
-from fabnode.region_store import RegionStore
+from fabnode.region.store import RegionStore
 from tests.region_support import (  # noqa: F401  (region_target is a fixture)
     Node,
     assert_report_matches_nodes,

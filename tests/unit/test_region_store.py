@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fabnode.envelope import Envelope, build_envelope
-from fabnode.region_store import RegionStore, RegionStoreError, Rejected
+from fabnode.region.store import RegionStore, RegionStoreError, Rejected
 from tests.region_support import pg_target, region_target  # noqa: F401  (fixtures)
 
 NOW = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from simulators.grbl_core import GrblConfig, GrblCore
+from simulators.grbl.core import GrblConfig, GrblCore
 from tests.conftest import gcode_path
 
 BANNER = "Grbl 1.1h ['$' for help]"
@@ -323,7 +323,7 @@ def _open(sim: object) -> object:
 
 @pytest.mark.timeout(30)
 def test_pty_character_counted_stream_gets_every_ok(tmp_path: Path) -> None:
-    from simulators.grbl import GrblSimulator
+    from simulators.grbl.simulator import GrblSimulator
 
     raw = gcode_path("laser-jsdc.gcode").read_text().splitlines()[:300]
     cmds = [line.split(";")[0].strip() for line in raw]
@@ -357,7 +357,7 @@ def test_pty_character_counted_stream_gets_every_ok(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_pty_flood_is_dropped_and_status_still_answered_and_reset_greets() -> None:
-    from simulators.grbl import GrblSimulator
+    from simulators.grbl.simulator import GrblSimulator
 
     with GrblSimulator(time_scale=1.0).start() as sim:
         port = _open(sim)
@@ -384,7 +384,7 @@ def test_pty_flood_is_dropped_and_status_still_answered_and_reset_greets() -> No
 
 @pytest.mark.timeout(30)
 def test_pty_dropped_connection_is_an_io_error() -> None:
-    from simulators.grbl import GrblSimulator
+    from simulators.grbl.simulator import GrblSimulator
 
     with GrblSimulator(time_scale=0, drop_connection_at_line=2).start() as sim:
         port = _open(sim)

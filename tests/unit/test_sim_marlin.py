@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import serial
 
-from simulators.marlin import MarlinSimulator
-from simulators.marlin_lines import LineChecker, marlin_checksum, normalise
+from simulators.marlin.lines import LineChecker, marlin_checksum, normalise
+from simulators.marlin.simulator import MarlinSimulator
 
 pytestmark = pytest.mark.timeout(30)
 

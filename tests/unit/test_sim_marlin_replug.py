@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from simulators.marlin import MarlinSimulator
+from simulators.marlin.simulator import MarlinSimulator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.storage_guard import StorageGuard, is_storage_error, probe_write
-from fabnode.usage import UsageLog
+from fabnode.records.storage_guard import StorageGuard, is_storage_error, probe_write
+from fabnode.records.usage import UsageLog
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 BIG = "x" * 20_000  # needs overflow pages: cannot fit in a full file

@@ -50,7 +50,7 @@ def test_notify_with_a_watchdog_the_daemon_pets() -> None:
     assert value("NotifyAccess") == "main"
     assert int(value("WatchdogSec")) >= 10
     # The daemon pets at half the interval systemd hands it (WATCHDOG_USEC).
-    from fabnode.sdnotify import Notifier
+    from fabnode.node.sdnotify import Notifier
 
     assert Notifier({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": str(int(value("WatchdogSec")) * 10**6)}
                     ).watchdog_s == int(value("WatchdogSec")) / 2

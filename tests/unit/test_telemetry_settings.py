@@ -13,9 +13,9 @@ import typer
 from typer.testing import CliRunner
 
 from fabnode.cli import telemetry as telemetry_cli
-from fabnode.config import load_config
-from fabnode.telemetry import TelemetryPublisher
-from fabnode.telemetry_mqtt import (
+from fabnode.config.settings import load_config
+from fabnode.records.usage import UsageLog
+from fabnode.telemetry.mqtt import (
     BrokerAddress,
     TelemetryError,
     TelemetrySettings,
@@ -23,7 +23,7 @@ from fabnode.telemetry_mqtt import (
     parse_broker_url,
     read_password,
 )
-from fabnode.usage import UsageLog
+from fabnode.telemetry.publisher import TelemetryPublisher
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)

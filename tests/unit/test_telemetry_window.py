@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabnode.telemetry_window import OutboxWindow
+from fabnode.telemetry.window import OutboxWindow
 
 
 def window(**kw) -> OutboxWindow:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fabnode import access
-from fabnode.machine import Material
-from fabnode.usage import JobRates, UsageLog, UsageLogError
-from fabnode.usage_schema import SCHEMA_VERSION
+from fabnode.machine.profile import Material
+from fabnode.records import members as access
+from fabnode.records.schema import SCHEMA_VERSION
+from fabnode.records.usage import JobRates, UsageLog, UsageLogError
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
@@ -164,9 +164,9 @@ _CRASHING_DAEMON = textwrap.dedent(
     import os, signal, sys
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
-    from fabnode import access
-    from fabnode.machine import Material
-    from fabnode.usage import JobRates, UsageLog
+    from fabnode.records import members as access
+    from fabnode.machine.profile import Material
+    from fabnode.records.usage import JobRates, UsageLog
 
     t0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
     log = UsageLog.open(Path(sys.argv[1]))

@@ -1,0 +1,488 @@
+"""The host's side of Marlin's serial protocol, sans-I/O: bytes in, events out, bytes to write.
+
+A job starts with `N0 M110 N0*cs`; job lines follow once Marlin acknowledged it, as
+`N<n> <cmd>*<xor>` with n = 1, 2, ... The sum of bytes of unacknowledged lines stays within the
+RX window (plus, with ADVANCED_OK, the lines Marlin says sit in its command queue). Marlin checks
+the line number before the checksum; after one bad line it refuses every later one, each with its
+own `Resend:` and `ok`: the first request is answered by sending again from n, the stale copies
+and the `ok`s of refused lines are ignored.
+
+Why a lost `ok` never stalls a job: after poke_after_s without an `ok` or `busy:`, the host sends
+M105 (numbered when it can be, so Marlin takes it only once every earlier line is in); its answer,
+`ok T:...`, is unmistakable and acknowledges everything sent before it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from drivers.events import (
+    FAILURE_HALTED,
+    FAILURE_NO_ANSWER,
+    FAILURE_RESET,
+    FAILURE_THERMAL,
+    CommandReply,
+    Event,
+    FirmwareBusy,
+    FirmwareMessage,
+    FirmwareReady,
+    HostActionRequested,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobState,
+    JobStateChanged,
+    ResendRequested,
+    Temperatures,
+)
+from drivers.gcode_text import strip_for_wire
+from drivers.marlin import wire
+from drivers.marlin.flight import Entry, InFlight, PendingCommand
+from drivers.marlin.resend import ResendPolicy
+from drivers.marlin.states import ACTIVE_STATES, JobStateError, allowed, next_state
+from drivers.marlin.stream import Stream
+
+__all__ = ["DEFAULT_SAFE_STOP", "JobStateError", "MarlinHost"]
+
+# Heaters and fan off, lift, release the motors: what a cancelled print must leave behind.
+DEFAULT_SAFE_STOP: tuple[str, ...] = ("M104 S0", "M140 S0", "M107", "G91", "G1 Z5 F600", "G90", "M84")
+_M108 = b"M108\n"
+_M105 = "M105"
+
+
+class MarlinHost:
+    """Marlin host protocol (drivers.hostproto.HostProtocol); see the module docstring."""
+
+    @staticmethod
+    def wire_text(line: str) -> str:
+        """What of one file line goes on the wire: `( )` are not comments to a stock Marlin."""
+        return strip_for_wire(line, paren_comments=False)
+
+    def __init__(
+        self,
+        *,
+        rx_window_bytes: int = 127,
+        use_advanced_ok: bool = True,
+        safe_stop_gcode: Sequence[str] = DEFAULT_SAFE_STOP,
+        poke_after_s: float = 10.0,
+        no_answer_after_s: float = 60.0,
+        temperature_interval_s: float = 2.0,
+    ) -> None:
+        """Set the protocol's limits.
+
+        rx_window_bytes: most unacknowledged bytes on the wire (a 128-byte AVR RX buffer holds 127).
+        use_advanced_ok: read `ok N<n> P<p> B<b>` (ADVANCED_OK) for exact acknowledgement and to keep
+            more in flight while lines sit in Marlin's command queue rather than its RX buffer.
+        safe_stop_gcode: lines sent (after M108) when a job is cancelled.
+        poke_after_s: with lines outstanding and neither `ok` nor `busy:` for this long, send M105.
+        no_answer_after_s: with lines outstanding and no line at all for this long, the job fails.
+        temperature_interval_s: M155 auto-report interval asked at job start (M105 polls if refused).
+        """
+        if rx_window_bytes < 8:
+            raise ValueError(f"rx_window_bytes={rx_window_bytes}: at least 8 bytes are needed")
+        self._window = rx_window_bytes
+        self._advanced = use_advanced_ok
+        cleaned = (self.wire_text(line) for line in safe_stop_gcode)
+        self._safe_stop = tuple(line for line in cleaned if line)
+        self._poke_after = poke_after_s
+        self._no_answer_after = no_answer_after_s
+        self._temp_interval = temperature_interval_s
+        self._state = JobState.IDLE
+        self._events: list[Event] = []
+        self._now = 0.0
+        self._partial = b""
+        self._flight = InFlight()
+        self._urgent: deque[tuple[bytes, Entry]] = deque()  # written first, outside the window
+        self._queued: deque[tuple[bytes, Entry]] = deque()  # manual commands, M155, polls
+        self._max_b = 0
+        self._swallow_ok = ""  # why the next `ok` acknowledges nothing: "refused" or "garbage"
+        self._seen_n = False  # an ADVANCED_OK `ok N<n>` came: `ok`s without N are unnumbered lines'
+        self._last_error = ""
+        self._progress_at = 0.0  # last `ok`/`busy:` (or when lines went out onto an idle wire)
+        self._life_at = 0.0  # last line of any kind
+        self._poked_at: float | None = None
+        self._poll_at: float | None = None  # next M105 temperature poll (firmware without M155)
+        self._poke_n: int | None = None  # a numbered M105 poke that goes out whatever the window
+        self._new_job(())
+
+    # -- HostProtocol ---------------------------------------------------------------------------
+
+    @property
+    def job_state(self) -> str:
+        """One of drivers.events.JobState."""
+        return self._state
+
+    @property
+    def resends(self) -> int:
+        """Resend requests answered in this job."""
+        return self._resends.count
+
+
+    def start_job(self, lines: Sequence[str], now: float) -> None:
+        """Begin streaming these raw file lines; JobStateError while a job is active."""
+        self._now = now
+        state = next_state(self._state, "start")
+        self._new_job(lines)
+        self._flight.drop_numbered_from(0)
+        self._s.live = True
+        self._set_state(state)
+
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """Take bytes read from the port (any split; a partial line waits for its end)."""
+        self._now = now
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > 4 * wire.MAX_CMD_SIZE:  # noise without a newline: don't grow forever
+            lines.append(self._partial)
+            self._partial = b""
+        for raw in lines:
+            line = raw.decode("latin-1").strip()
+            if line:
+                self._on_line(line, now)
+        return self._take_events()
+
+    def data_to_send(self, now: float) -> bytes:
+        """Bytes that may be written now without overflowing Marlin's RX buffer."""
+        self._now = now
+        out: list[bytes] = []
+        while self._urgent:
+            data, entry = self._urgent.popleft()
+            self._put(entry, now)
+            out.append(data)
+        rx = self._flight.rx_bytes()
+        while self._queued and self._fits(rx, len(self._queued[0][0])):
+            data, entry = self._queued.popleft()
+            self._put(entry, now)
+            rx += entry.size
+            out.append(data)
+        while True:
+            state = self._state
+            frame = self._s.candidate(state == JobState.RUNNING, state == JobState.CANCELLING)
+            if frame is None or not (self._fits(rx, len(frame)) or self._s.next_n == self._poke_n):
+                break
+            entry = self._s.transmit(frame)
+            if entry.n == self._poke_n:
+                self._poke_n = None
+            self._put(entry, now)
+            rx += len(frame)
+            out.append(frame)
+        return b"".join(out)
+
+    def poll(self, now: float) -> list[Event]:
+        """Run the timers: pokes on silence, the no-answer failure, M105 temperature polls."""
+        self._now = now
+        if len(self._flight):
+            if now >= self._life_at + self._no_answer_after:
+                self._no_answer()
+            elif now >= self._poke_due():
+                self._poke(now)
+        stream = self._s
+        if self._poll_at is not None and now >= self._poll_at:
+            self._poll_at = now + self._temp_interval
+            if not self._flight.m105_count and stream.live and stream.acked_n >= 0 and not stream.resending:
+                stream.append_m105()  # numbered, so its `ok T:` also confirms the lines before it
+        return self._take_events()
+
+    def next_deadline(self) -> float | None:
+        """When poll() must run next (now, when events wait to be collected); None without timers."""
+        if self._events:
+            return self._now
+        times = [t for t in (self._poll_at,) if t is not None]
+        if len(self._flight):
+            times += [self._life_at + self._no_answer_after, self._poke_due()]
+        return min(times) if times else None
+
+    def pause(self, now: float) -> None:
+        """Send no job lines after those on the wire; PAUSED once they are acknowledged (no job: no-op)."""
+        self._now = now
+        if not allowed(self._state, "pause"):
+            return  # the job may have ended a moment ago: a late pause is no error
+        self._set_state(next_state(self._state, "pause"))
+        self._check_progress()
+
+    def resume(self, now: float) -> None:
+        """Carry on streaming after pause() (no paused job: no-op)."""
+        self._now = now
+        if allowed(self._state, "resume"):
+            self._set_state(next_state(self._state, "resume"))
+
+    def cancel(self, now: float, reason: str = "cancelled") -> None:
+        """Stop job lines, send M108 (ends a heat wait) and the safe-stop lines; JobCancelled follows.
+
+        No-op without an active job or while already cancelling.
+        """
+        self._now = now
+        if not allowed(self._state, "cancel"):
+            return  # no job, or already cancelling
+        state = next_state(self._state, "cancel")
+        self._cancel_reason = reason
+        self._s.stop_job(self._safe_stop)
+        self._urgent.append((_M108, Entry(-1, len(_M108), text="M108")))
+        self._set_state(state, reason)
+
+    def send_command(self, line: str) -> None:
+        """Queue one manual command, sent unnumbered; its answer comes as a CommandReply."""
+        command = self.wire_text(line)
+        if not command:
+            raise ValueError(f"{line!r} is blank once comments are removed")
+        if len(command) + 1 > wire.MAX_CMD_SIZE:
+            raise ValueError(f"{command[:20]!r}... is longer than Marlin's {wire.MAX_CMD_SIZE}-byte buffer")
+        data = command.encode("ascii") + b"\n"
+        is_m105 = command.upper().split(" ", 1)[0] == _M105
+        self._queued.append((data, Entry(-1, len(data), is_m105, PendingCommand(command), command)))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _new_job(self, lines: Sequence[str]) -> None:
+        self._s = Stream(lines)
+        self._resends = ResendPolicy()
+        self._cancel_reason = ""
+        self._poll_at = None
+        self._poke_n = None
+        self._flight.taken_n = -1
+
+    def _fits(self, rx: int, size: int) -> bool:
+        # A line longer than the whole window goes alone onto an empty wire.
+        return rx + size <= self._window or self._flight.bytes == 0
+
+    def _put(self, entry: Entry, now: float) -> None:
+        if not len(self._flight):  # the wait for an answer starts now, not at the last old answer
+            self._progress_at = self._life_at = now
+        self._flight.push(entry)
+
+    # -- received lines -------------------------------------------------------------------------
+
+    def _on_line(self, line: str, now: float) -> None:
+        self._life_at = now
+        swallow, self._swallow_ok = self._swallow_ok, ""
+        kind = wire.classify(line)
+        if kind == wire.OK:
+            self._on_ok(line, now, swallow)
+        elif kind == wire.RESEND:
+            self._on_resend(line)
+        elif kind == wire.LINE_ERROR:
+            self._last_error = line  # its Resend: follows
+        elif kind == wire.BUSY:
+            self._progress_at = now
+            self._events.append(FirmwareBusy(line))
+        elif kind == wire.TEMPS:
+            self._events.append(Temperatures(wire.parse_temperatures(line)))
+        elif kind == wire.ACTION:
+            self._on_action(line, now)
+        elif kind in (wire.START, wire.THERMAL, wire.HALTED):
+            self._on_fatal(kind, line)
+        else:
+            self._on_message(kind, line)
+
+    def _on_ok(self, line: str, now: float, swallow: str) -> None:
+        info = wire.BARE_OK if line == "ok" else wire.parse_ok(line)
+        if info.temperatures:
+            self._events.append(Temperatures(wire.parse_temperatures(line)))
+        advanced = self._advanced and info.buffer_free is not None
+        numbered = advanced and info.line_number is not None
+        if swallow == "refused" and not info.temperatures and not advanced:
+            return  # the `ok` of a refused line acknowledges nothing
+        if swallow == "garbage" and not info.temperatures and not numbered:
+            return  # the `ok` of a line noise made up acknowledges nothing
+        self._progress_at = now
+        if info.temperatures:
+            popped = self._flight.pop_through_m105()
+        elif numbered and info.line_number is not None:
+            self._seen_n = True
+            popped = self._ok_numbered(info.line_number)
+        else:
+            # With ADVANCED_OK (once `ok N<n>` showed up) an `ok` without N answers an unnumbered line.
+            entry = self._flight.pop(unnumbered_only=advanced and self._seen_n)
+            popped = [entry] if entry is not None else []
+        if advanced and info.buffer_free is not None:
+            self._max_b = max(self._max_b, info.buffer_free)
+            self._flight.queued = min(len(self._flight), self._max_b - info.buffer_free)
+        for i, entry in enumerate(popped):
+            self._entry_done(entry, line, own=i == len(popped) - 1)
+        self._check_progress()
+
+    def _ok_numbered(self, n: int) -> list[Entry]:
+        """ADVANCED_OK named the numbered line just run: every line before it ran too."""
+        stream = self._s
+        if n <= stream.acked_n or n >= len(stream.frames):
+            return []  # already known, or not a line of this job
+        self._flight.taken_n = max(self._flight.taken_n, n)
+        stream.next_n = max(stream.next_n, n + 1)  # Marlin has them all: none to send again
+        self._ack_number(n)
+        return []
+
+    def _entry_done(self, entry: Entry, ok_line: str, own: bool) -> None:
+        if entry.n >= 0:
+            self._ack_number(entry.n)
+        pending = entry.command
+        if pending is not None:
+            if own:
+                lines, ok = (*pending.lines, ok_line), not pending.failed
+            else:
+                lines, ok = (*pending.lines, "(no ok received: the command may have been lost)"), False
+            self._events.append(CommandReply(pending.command, lines, ok))
+
+    def _ack_number(self, n: int) -> None:
+        """Marlin ran every numbered line up to n (it runs them in number order)."""
+        if n <= self._s.acked_n:
+            return
+        handshake = self._s.acked_n < 0
+        self._events.extend(self._s.ack_through(n))
+        self._flight.drop_numbered_through(n)  # e.g. M105 pokes whose answers were lost
+        if handshake:
+            self._resends.handshake_done()
+        if handshake and self._s.live and self._temp_interval > 0:
+            data = f"M155 S{max(1, round(self._temp_interval))}\n".encode("ascii")
+            self._queued.append((data, Entry(-1, len(data), text=data.decode("ascii").strip())))
+
+    def _check_progress(self) -> None:
+        """End the job, or finish pausing, once every line on the wire is acknowledged."""
+        stream = self._s
+        if not stream.live or not stream.all_acked:
+            return
+        ended = stream.barrier_n is not None  # the M105 after the last line was answered
+        if ended and self._state in (JobState.RUNNING, JobState.PAUSING) and stream.upcoming is None:
+            self._set_state(next_state(self._state, "finish"))
+            self._end_stream()
+            self._events.append(JobCompleted(stream.acked_lines, stream.acked_bytes, self._resends.count))
+        elif self._state == JobState.PAUSING:
+            self._set_state(next_state(self._state, "drained"))
+        elif ended and self._state == JobState.CANCELLING and not stream.safe_pending:
+            self._set_state(next_state(self._state, "stopped"), self._cancel_reason)
+            self._end_stream()
+            self._events.append(JobCancelled(stream.last_file_line, self._cancel_reason))
+
+    def _on_resend(self, line: str) -> None:
+        asked = wire.parse_resend(line)
+        self._swallow_ok = "refused"
+        reason, self._last_error = self._last_error or line, ""
+        if asked is None or not self._s.live:
+            self._events.append(FirmwareMessage(line))
+            return
+        stream = self._s
+        if stream.acked_n >= 0 and 0 < asked <= len(stream.frames):
+            # Marlin took every line below the one it asks for: they left its RX buffer.
+            self._flight.taken_n = max(self._flight.taken_n, asked - 1)
+        n = self._resends.decide(asked, stream)
+        if n is None:
+            return  # a stale copy of a request already answered, or not a line of ours
+        self._flight.drop_numbered_from(n)
+        if n > stream.next_n:
+            # Marlin took lines whose entries an earlier request removed: their `ok`s will come.
+            for k in range(stream.next_n, n):
+                self._flight.push(stream.entry_for(k))
+        stream.next_n = n
+        self._events.append(ResendRequested(asked, reason))
+
+    def _on_message(self, kind: str, line: str) -> None:
+        if kind == wire.UNKNOWN_COMMAND:
+            # Not the command the next `ok` would be taken for: noise made it up (a line whose N
+            # was hit) and its `ok` is no one's.
+            entry = self._flight.peek(unnumbered_only=self._advanced and self._seen_n)
+            expected = "" if entry is None else self._s.command_of(entry.n) if entry.n >= 0 else entry.text
+            if wire.first_word(wire.unknown_command_text(line)) != wire.first_word(expected):
+                self._swallow_ok = "garbage"
+            if "M155" in line and self._s.live:
+                self._poll_at = self._now  # no auto-report in this firmware: poll M105 instead
+        head = self._flight.head()
+        if head is not None and head.command is not None:
+            head.command.lines.append(line)
+            head.command.failed |= kind in (wire.ERROR, wire.UNKNOWN_COMMAND)
+        else:
+            self._events.append(FirmwareMessage(line))
+
+    def _on_action(self, line: str, now: float) -> None:
+        action = line[len("//action:") :].strip()
+        if action not in ("pause", "resume", "cancel"):
+            self._events.append(FirmwareMessage(line))
+            return
+        self._events.append(HostActionRequested(action))
+        if action == "pause":
+            self.pause(now)
+        elif action == "resume":
+            self.resume(now)
+        else:
+            self.cancel(now, "cancelled on the printer's screen")
+
+    def _on_fatal(self, kind: str, line: str) -> None:
+        """`start` (a reset), a thermal fault or a kill: nothing on the wire will be answered."""
+        if kind == wire.START:
+            self._events.append(FirmwareReady(line))
+        self._lose_flight(line)
+        if self._state not in ACTIVE_STATES:
+            if kind != wire.START:
+                self._events.append(FirmwareMessage(line))
+        elif kind == wire.START:
+            self._fail(FAILURE_RESET, "the printer reset (it said 'start'): the job is lost")
+        elif kind == wire.THERMAL:
+            self._fail(FAILURE_THERMAL, f"thermal protection stopped the printer: {line}")
+        else:
+            self._fail(FAILURE_HALTED, f"the printer halted: {line}")
+
+    # -- timers and endings ---------------------------------------------------------------------
+
+    def _poke_due(self) -> float:
+        due = self._progress_at + self._poke_after
+        if self._flight.m105_count and self._poked_at is not None:
+            # An earlier M105 is unanswered: Marlin may be stuck in a long command (each poke takes
+            # RX room), or that M105's answer was lost; ask again, but less often.
+            due = max(due, self._poked_at + 3 * self._poke_after)
+        return due
+
+    def _poke(self, now: float) -> None:
+        """No `ok` for a while: find out whether an `ok` was lost or a refusal went unanswered."""
+        self._poked_at = self._progress_at = now
+        self._resends.all_read()
+        m105 = Entry(-1, 5, m105=True, text=_M105)
+        stream = self._s
+        if not stream.live:
+            self._urgent.append((b"M105\n", m105))
+        elif stream.acked_n < 0:
+            # M110 N0 was lost (a board still booting drops bytes): send it again. It is harmless
+            # twice, while no job line has gone yet; an M105's answer would not prove it ran.
+            self._flight.drop_numbered_from(0)
+            stream.next_n = 0
+        elif stream.resending and stream.frame_tx[stream.next_n] >= 0:
+            # A resend is under way and the window is full of unanswered lines: lines sent since
+            # Marlin's last request may have been refused unheard, send them again (it refuses any
+            # it already has, and says where it is). Lines below that request it has taken.
+            cut = max(self._resends.answered, stream.acked_n + 1)
+            self._flight.drop_numbered_from(cut)
+            stream.next_n = min(stream.next_n, cut)
+        else:
+            # Numbered, so Marlin takes it only after every earlier line: its `ok T:` proves them all.
+            self._poke_n = stream.next_n if stream.resending else stream.append_m105()
+
+    def _no_answer(self) -> None:
+        silent = self._now - self._life_at
+        self._lose_flight(f"no answer for {silent:.0f} s")
+        if self._state in ACTIVE_STATES:
+            self._fail(FAILURE_NO_ANSWER, f"the printer did not answer for {silent:.0f} s, even to M105")
+
+    def _lose_flight(self, why: str) -> None:
+        """Nothing on the wire will be answered (reset, halt, silence): fail the manual commands."""
+        self._swallow_ok = ""
+        for entry in self._flight.clear():
+            if entry.command is not None:
+                self._events.append(CommandReply(entry.command.command, (*entry.command.lines, why), False))
+        self._urgent.clear()
+        self._queued = deque(item for item in self._queued if item[1].command is not None)
+
+    def _fail(self, kind: str, reason: str) -> None:
+        self._set_state(next_state(self._state, "fail"), reason)
+        self._end_stream()
+        self._events.append(JobFailed(kind, reason, self._s.last_file_line))
+
+    def _end_stream(self) -> None:
+        self._s.end()
+        self._poll_at = None
+        self._flight.drop_numbered_from(0)
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        if state != self._state:
+            self._state = state
+            self._events.append(JobStateChanged(state, reason))
+
+    def _take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events

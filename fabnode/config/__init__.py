@@ -1,0 +1,1 @@
+"""A node's TOML config as typed, bounded settings; one default per option."""

@@ -1,0 +1,1 @@
+"""G-code analysis: pure; parse, scan, estimate and preflight a file's text."""

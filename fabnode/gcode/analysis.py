@@ -1,0 +1,272 @@
+"""G-code analysis before every job: material, laser time, estimated duration, box, temperatures, problems.
+
+    analysis = analyze_file(path, profile)        # or analyze_lines(lines, profile)
+    analysis.filament_mm, analysis.estimated_s, analysis.problems, analysis.to_json()
+
+One pass over the file (fabnode.gcode.scan), a motion planner for the time (fabnode.gcode.estimate),
+preflight checks against the machine (fabnode.gcode.preflight).
+
+Material used by a job that stopped early: the figures are kept per file line, so a job cancelled after
+line N (the last line the firmware acknowledged) records `analysis.filament_mm_at(N)`,
+`analysis.laser_on_s_at(N)` and `analysis.cost_at(N)`; a streamer that counts commands rather than file
+lines converts with `analysis.line_of_command(k)`. Each lookup is a binary search in compact arrays
+filled during the same pass (one entry per move that changed the figure), so it costs microseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from fabnode.gcode.preflight import Problem
+from fabnode.gcode.scan import Scanner
+from fabnode.machine.profile import GRBL, LASER, MARLIN, MachineProfile, Material
+
+__all__ = [
+    "Analysis",
+    "Problem",
+    "analyze_bytes",
+    "analyze_file",
+    "analyze_lines",
+    "guess_profile",
+    "laser_profile",
+    "looks_like_laser",
+]
+
+DEFAULT_PROFILE = MachineProfile()
+
+
+@dataclass(frozen=True)
+class _Series:
+    """A running total sampled where it changed: `cum[i]` holds from file line `lines[i]` on."""
+
+    lines: array = field(default_factory=lambda: array("I"))
+    cum: array = field(default_factory=lambda: array("d"))
+
+    def at(self, line_no: int) -> float:
+        i = bisect_right(self.lines, line_no)
+        return float(self.cum[i - 1]) if i else 0.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a G-code file asks of the machine. Lengths in mm, times in s, temperatures in °C.
+
+    `bbox_min`/`bbox_max` span every position a move reaches, printing moves and travels alike
+    (arcs by their true extent), in machine coordinates; None when the file moves nothing.
+    `estimated_s` counts moves (trapezoidal planner) and G4 dwells, and no heat-up time (M109/M190),
+    as the slicer's own estimate does. `cost` is in the currency of the material's price: per kg of
+    filament on a printer, per hour of beam time on a laser.
+    """
+
+    commands: int
+    lines: int
+    units: str
+    filament_mm: float
+    filament_g: float
+    cost: float
+    laser_on_s: float
+    laser_distance_mm: float
+    estimated_s: float
+    bbox_min: tuple[float, float, float] | None
+    bbox_max: tuple[float, float, float] | None
+    max_hotend_c: float | None
+    max_bed_c: float | None
+    problems: tuple[Problem, ...]
+    profile: MachineProfile = field(repr=False)
+    _filament: _Series = field(default_factory=_Series, repr=False, compare=False)
+    _laser: _Series = field(default_factory=_Series, repr=False, compare=False)
+    _time: _Series = field(default_factory=_Series, repr=False, compare=False)
+    _command_lines: array = field(default_factory=lambda: array("I"), repr=False, compare=False)
+
+    def filament_mm_at(self, line_no: int) -> float:
+        """Net filament (mm) extruded by file lines 1..line_no."""
+        return self._filament.at(line_no)
+
+    def filament_g_at(self, line_no: int) -> float:
+        """Filament (g) extruded by file lines 1..line_no."""
+        return _grams(self.profile, self._filament.at(line_no))
+
+    def laser_on_s_at(self, line_no: int) -> float:
+        """Beam-on seconds spent by file lines 1..line_no."""
+        return self._laser.at(line_no)
+
+    def estimated_s_at(self, line_no: int) -> float:
+        """Estimated seconds until the machine has run file lines 1..line_no (progress, time left)."""
+        return self._time.at(line_no)
+
+    def cost_at(self, line_no: int) -> float:
+        """Material cost of file lines 1..line_no."""
+        return _cost(self.profile, self.filament_mm_at(line_no), self.laser_on_s_at(line_no))
+
+    def line_of_command(self, command_no: int) -> int:
+        """The file line of the command_no-th command (1-based), as a host numbers what it sends."""
+        if command_no < 1 or not self._command_lines:
+            return 0
+        return int(self._command_lines[min(command_no, len(self._command_lines)) - 1])
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict: the keys `fabnode analyze --json` prints."""
+        bbox = None
+        if self.bbox_min is not None and self.bbox_max is not None:
+            bbox = {"min": [round(v, 4) for v in self.bbox_min], "max": [round(v, 4) for v in self.bbox_max]}
+        return {
+            "commands": self.commands,
+            "lines": self.lines,
+            "units": self.units,
+            "filament_mm": round(self.filament_mm, 3),
+            "filament_g": round(self.filament_g, 3),
+            "cost": round(self.cost, 4),
+            "laser_on_s": round(self.laser_on_s, 3),
+            "laser_distance_mm": round(self.laser_distance_mm, 3),
+            "estimated_s": round(self.estimated_s, 1),
+            "bbox": bbox,
+            "max_hotend_c": self.max_hotend_c,
+            "max_bed_c": self.max_bed_c,
+            "problems": [p.to_json() for p in self.problems],
+            "machine": {
+                "name": self.profile.name,
+                "kind": self.profile.kind,
+                "firmware": self.profile.firmware,
+            },
+            "material": self.profile.material.name,
+        }
+
+
+def _grams(profile: MachineProfile, mm: float) -> float:
+    radius = profile.material.diameter_mm / 2.0
+    return math.pi * radius * radius * mm / 1000.0 * profile.material.density_g_cm3
+
+
+def _cost(profile: MachineProfile, filament_mm: float, laser_s: float) -> float:
+    if profile.kind == LASER:
+        return laser_s / 3600.0 * profile.material.price_per_laser_hour
+    return _grams(profile, filament_mm) / 1000.0 * profile.material.price_per_kg
+
+
+def analyze_lines(
+    lines: Iterable[str], profile: MachineProfile = DEFAULT_PROFILE, stop_after_line: int | None = None
+) -> Analysis:
+    """Analyse G-code lines (with or without line endings); `stop_after_line` reads only lines 1..N."""
+    scanner = Scanner(profile)
+    if stop_after_line is not None:
+        lines = itertools.islice(lines, max(stop_after_line, 0))
+    scanner.feed_lines(lines)
+    return _result(scanner)
+
+
+def analyze_bytes(data: bytes, profile: MachineProfile = DEFAULT_PROFILE) -> tuple[Analysis, str]:
+    """Analyse a file's bytes; also return the text exactly as analysed (byte-order mark dropped).
+
+    The caller streams that same text, so what runs is what preflight checked.
+    """
+    scanner = Scanner(profile)
+    text = _text_of(data, scanner)
+    scanner.feed_lines(io.StringIO(text))
+    return _result(scanner), text
+
+
+def analyze_file(path: str | Path, profile: MachineProfile = DEFAULT_PROFILE) -> Analysis:
+    """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error."""
+    return analyze_bytes(Path(path).read_bytes(), profile)[0]
+
+
+def _text_of(data: bytes, scanner: Scanner) -> str:
+    """Decode the file; a NUL byte or bytes that are not UTF-8 make one problem at the first such line."""
+    nul = data.find(b"\0")
+    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # a byte-order mark some editors write
+    try:
+        text, bad, why = data[skip:].decode("utf-8"), -1, ""
+    except UnicodeDecodeError as exc:
+        text, bad = data[skip:].decode("utf-8", errors="replace"), exc.start + skip
+        why = f"byte 0x{data[bad]:02x} at offset {bad} is not UTF-8 text"
+    if nul >= 0 and (bad < 0 or nul < bad):
+        bad, why = nul, f"it contains a NUL byte (offset {nul})"
+    if bad >= 0:
+        scanner.preflight.not_text(data.count(b"\n", 0, bad) + 1, why)
+    return text
+
+
+def _result(scanner: Scanner) -> Analysis:
+    scanner.finish()
+    profile, planner = scanner.profile, scanner.planner
+    moved = scanner.bbox_min[0] != math.inf
+    units = (
+        "mixed" if len(scanner.units_seen) > 1 else (scanner.units_seen.pop() if scanner.units_seen else "mm")
+    )
+    return Analysis(
+        commands=scanner.commands,
+        lines=scanner.lines,
+        units=units,
+        filament_mm=scanner.filament_mm,
+        filament_g=_grams(profile, scanner.filament_mm),
+        cost=_cost(profile, scanner.filament_mm, planner.laser_s),
+        laser_on_s=planner.laser_s,
+        laser_distance_mm=scanner.laser_mm,
+        estimated_s=planner.total_s,
+        bbox_min=(scanner.bbox_min[0], scanner.bbox_min[1], scanner.bbox_min[2]) if moved else None,
+        bbox_max=(scanner.bbox_max[0], scanner.bbox_max[1], scanner.bbox_max[2]) if moved else None,
+        max_hotend_c=scanner.max_hotend,
+        max_bed_c=scanner.max_bed,
+        problems=tuple(scanner.preflight.finish()),
+        profile=profile,
+        _filament=_Series(scanner.filament_lines, scanner.filament_cum),
+        _laser=_Series(planner.laser_lines, planner.laser_cum),
+        _time=_Series(planner.time_lines, planner.time_cum),
+        _command_lines=scanner.command_lines,
+    )
+
+
+def laser_profile(**changes: object) -> MachineProfile:
+    """A GRBL diode laser: junction deviation planner, 80-byte line buffer, S up to 1000 ($30).
+
+    Its volume is wide on purpose: laser jobs are written in work coordinates (G54) whose origin the
+    operator sets on the bed, so only runaway coordinates are flagged unless the lab's config says more.
+    """
+    base = MachineProfile(
+        name="laser",
+        kind=LASER,
+        firmware=GRBL,
+        volume_min_mm=(-400.0, -400.0, -100.0),
+        volume_max_mm=(400.0, 400.0, 100.0),
+        max_feedrate_mm_s=(100.0, 100.0, 10.0, 0.0),
+        max_accel_mm_s2=(1000.0, 1000.0, 100.0, 0.0),
+        print_accel_mm_s2=1000.0,
+        retract_accel_mm_s2=1000.0,
+        travel_accel_mm_s2=1000.0,
+        junction_deviation_mm=0.01,
+        forbidden_commands=frozenset({"$RST=*", "$RST=$", "$RST=#"}),
+        max_line_length=80,
+        material=Material("sheet", price_per_kg=0.0),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def looks_like_laser(head: str) -> bool:
+    """True when the text turns a spindle/laser on (M3/M4) and never sets a hotend, bed or extrusion."""
+    has_spindle = has_printer = False
+    for raw in head.splitlines():
+        words = raw.split(";", 1)[0].upper().split()
+        if not words:
+            continue
+        cmd = words[0]
+        if cmd in ("M3", "M4", "M03", "M04"):
+            has_spindle = True
+        elif cmd in ("M104", "M109", "M140", "M190", "M82", "M83") or any(w[0] == "E" for w in words[1:]):
+            has_printer = True
+    return has_spindle and not has_printer
+
+
+def guess_profile(head: str, firmware: str | None = None) -> MachineProfile:
+    """The default machine for a file: `firmware` when given (grbl: laser, marlin: printer), else sniffed."""
+    if firmware == GRBL or (firmware is None and looks_like_laser(head)):
+        return laser_profile()
+    if firmware not in (None, MARLIN):
+        raise ValueError(f"unknown firmware {firmware!r}: expected {MARLIN} or {GRBL}")
+    return DEFAULT_PROFILE

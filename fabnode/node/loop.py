@@ -1,0 +1,528 @@
+"""The node daemon: one event queue, ONE controller thread that owns the machine's state, and adapters.
+
+Adapters (badge reader, GPIO inputs, the streamer, the control socket, signals) only post items onto
+the queue; the controller thread (the thread that calls `Daemon.run()`) stamps each with its monotonic
+clock, hands it to `fabnode.machine.controller.Controller` and carries out the returned actions in order
+(relay, LEDs, buzzer, streamer, usage log, replies). Time-outs are `Tick`s posted when
+`controller.next_deadline()` passes; the same loop writes job checkpoints, retries the port and the
+records a full disk held back, and pets systemd's watchdog, so a stuck loop is restarted.
+
+Two clocks: `clock` (monotonic) measures every duration (session, job running and paused, idle
+timeout, cooldown, reconnect delays); `wall` only stamps records. A wall clock that jumps (NTP after a
+boot without network, a technician setting the date) moves timestamps, never a timer.
+
+Start-up: relay off, `recover()` (sessions and jobs a crash left open become `interrupted`), inputs
+read, reader and firmware port opened (a port absent now is retried), control socket served, READY=1.
+Faults while running (fabnode.node.health, fabnode.records.storage_guard, docs/faults.md): a lost port fails
+the job (`port_lost`) and is reopened by the same path; a lost reader is logged and comes back by
+itself; a full disk refuses new sessions and keeps records for later. SIGHUP re-reads the config
+(fabnode.node.reload). Stop (SIGTERM, `stop()`): a running job is cancelled the safe way (printer:
+heaters off, lift) and given `STOP_JOB_WAIT_S` to end, recorded `cancelled` ("fabnode stopped") with
+what the firmware acknowledged; the session is closed and the relay switched off before the process
+leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drivers import events as fw
+from drivers.serial_link import PortLost, SerialLink
+from drivers.streamer import JobEnded as StreamEnded
+from drivers.streamer import LinkLost, Progress, Streamer
+from fabnode.config.settings import Config
+from fabnode.machine.controller import Controller
+from fabnode.machine.profile import HEATERS_OFF, MARLIN
+from fabnode.machine.types import (
+    ActivitySeen,
+    ControllerSettings,
+    EStopPressed,
+    EStopReleased,
+    Event,
+    FirmwareFault,
+    JobEnded,
+    JobPaused,
+    JobResumed,
+    LidClosed,
+    LidOpened,
+    TemperatureReported,
+    Tick,
+)
+from fabnode.node import lifecycle
+from fabnode.node.actions import ActionRunner
+from fabnode.node.calibrate import CalibrateDesk
+from fabnode.node.control import ControlServer
+from fabnode.node.health import PartsHealth
+from fabnode.node.inbox import Inbox
+from fabnode.node.jobs import JobBook, Preflight
+from fabnode.node.reload import Loader, Reloader
+from fabnode.node.requests import RequestHandler
+from fabnode.node.sdnotify import Notifier
+from fabnode.node.taps import TapDesk
+from fabnode.node.technician import TechnicianDesk
+from fabnode.node.wiring import SIM_PORT, Parts, make_protocol
+from fabnode.paths import control_socket_path, ensure_state_dir, secret_file_path, usage_db_path
+from fabnode.records import members as access
+from fabnode.records.storage_guard import StorageGuard, probe_write
+from fabnode.records.usage import UsageLog
+
+log = logging.getLogger("fabnode.daemon")
+STOP_JOB_WAIT_S = 5.0
+GREETING_WAIT_S = 3.0
+SETTLE_WAIT_S = 10.0  # how long a job or calibration request waits for a board reset by its port opening
+MAX_WAIT_S = 1.0
+STORAGE_RETRY_S = 2.0  # how often records a full disk held back are tried again
+TELEMETRY_RESTART_EVERY_S = 60.0
+_FATAL_WORDS = {"halted": fw.FAILURE_HALTED, "kill()": fw.FAILURE_HALTED, "thermal": fw.FAILURE_THERMAL,
+                "maxtemp": fw.FAILURE_THERMAL, "mintemp": fw.FAILURE_THERMAL}  # fmt: skip
+
+
+def controller_settings(config: Config) -> ControllerSettings:
+    """The controller's settings from the config (ValueError when they contradict each other)."""
+    s = config.session
+    return ControllerSettings(
+        kind=config.machine.kind,
+        idle_timeout_s=s.idle_timeout_s,
+        idle_warning_s=s.idle_warning_s,
+        cooldown_max_s=s.cooldown_max_s,
+        cooldown_hotend_below_c=s.cooldown_hotend_below_c,
+        fume_runon_s=s.fume_runon_s,
+        host_lost_relay_s=s.host_lost_relay_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One thing on the queue: an event to build at dispatch time, a firmware report, or a call."""
+
+    kind: str  # "event", "badge", "reader", "firmware", "call", "reload", "stop"
+    payload: Any = None
+
+
+class Daemon:
+    """Builds the node around `parts` and runs its controller loop in the thread that calls run()."""
+
+    def __init__(
+        self,
+        config: Config,
+        parts: Parts,
+        state_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        notifier: Notifier | None = None,
+        reload_config: Loader | None = None,
+    ) -> None:
+        self.config = config
+        self.parts = parts
+        self.state_dir = ensure_state_dir(state_dir)
+        self.clock = clock
+        self.wall = wall
+        self.notifier = notifier or Notifier()
+        self.log = UsageLog.open(usage_db_path(self.state_dir))
+        self.secret = access.load_secret(secret_file_path(self.state_dir))
+        self.storage = StorageGuard(self.state_dir, config.node.min_free_mb, lambda: probe_write(self.log),
+                                    on_trouble=self._storage_trouble)  # fmt: skip
+        self.controller = Controller(controller_settings(config))
+        self.jobs = JobBook(self.log, config.node.machine, config.machine, config.session.checkpoint_every_s,
+                            wall, self.storage)  # fmt: skip
+        self.inbox = Inbox(config.inbox).ensure() if config.inbox is not None else None
+        self.streamer: Streamer | None = None
+        self.telemetry: Any = None  # a telemetry.publisher.TelemetryPublisher when a broker is configured
+        self.temperatures: dict[str, dict[str, float | None]] = {}
+        self.last_job: dict[str, Any] | None = None
+        self.prepared: dict[str, Preflight] = {}  # job id -> the preflight a JobRequested carries
+        self.started_at = clock()
+        self.actions = ActionRunner(self)
+        self.requests = RequestHandler(self)
+        self.calibration = CalibrateDesk(self)  # `calibrate_command` requests and their replies
+        self.taps = TapDesk(self)
+        self.technician = TechnicianDesk(self)  # `calibrate relay|leds|inputs|badge`
+        self.health = PartsHealth(self)
+        self.reloader = Reloader(self, reload_config)
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()  # put() is safe in signal handlers
+        self._acked = (0, 0)  # (lines acked, last file line): written by the streamer thread only
+        self._stopping = False
+        self._reconnect_at: float | None = None
+        self._telemetry_retry_at = 0.0
+        self._heaters_off_on_greeting = False
+        self._hello_at: float | None = None  # a reopened board that has not greeted is spoken to then
+        # Set once the board greeted (or GREETING_WAIT_S passed): a board resets when its port opens and
+        # a job sent before its `start` is lost in that reset, so job requests wait for this (any thread).
+        self.firmware_settled = threading.Event()
+        self._storage_retry_at: float | None = None
+        self._watchdog_at = 0.0
+        self.server: ControlServer | None = None
+        self.ready = threading.Event()
+
+    # --- what adapters call (any thread) -----------------------------------------------------------
+
+    def post(self, make: Callable[[float], Event]) -> None:
+        """Post a controller event, built with the controller thread's clock when it is taken."""
+        self._queue.put(_Item("event", make))
+
+    def wait_settled(self) -> bool:
+        """Wait (on a socket thread, never the controller's) until the board greeted after its port opened."""
+        return self.firmware_settled.wait(SETTLE_WAIT_S)
+
+    def call(self, fn: Callable[[float], Any], timeout: float = 10.0) -> Any:
+        """Run fn(now) in the controller thread and return its result (for the control socket)."""
+        future: Future[Any] = Future()
+        self._queue.put(_Item("call", (fn, future)))
+        return future.result(timeout)
+
+    def on_badge(self, uid: bytes | str) -> None:
+        """A reader saw a badge: hash it here (the raw UID goes no further) and post the tap."""
+        try:
+            hashed: str | None = access.badge_hash(self.secret, uid)
+        except access.AccessError:
+            hashed = None  # an unreadable UID: refused as an unknown badge, without logging it
+        if self.technician.take_badge(hashed):  # captured for enrolment: not a tap
+            self.taps.consumed()
+            return
+        self.taps.posted()
+        self._queue.put(_Item("badge", hashed))
+
+    def on_reader_status(self, state: str, detail: str) -> None:
+        """The reader says "found" or "lost" (its own thread)."""
+        self._queue.put(_Item("reader", (state, detail)))
+
+    def tap_and_wait(self, tap: Callable[[], None], timeout: float = 5.0) -> dict[str, Any]:
+        """Deliver a simulated tap and wait until the controller thread handled it; its outcome."""
+        return self.taps.wait(tap, timeout)
+
+    @property
+    def last_tap(self) -> dict[str, Any]:
+        """The last tap's outcome (granted, reason, state before and after)."""
+        return self.taps.last
+
+    def on_input(self, name: str, active: bool) -> None:
+        """A GPIO input changed (debounced)."""
+        kinds: dict[tuple[str, bool], Callable[[float], Event]] = {
+            ("estop", True): EStopPressed, ("estop", False): EStopReleased,
+            ("lid", True): LidOpened, ("lid", False): LidClosed,
+        }  # fmt: skip
+        make = kinds.get((name, active))
+        if make is not None:
+            self.post(make)
+        elif name == "busy" and active:
+            self.post(lambda now: ActivitySeen(now, "current sense"))
+
+    def on_firmware(self, event: object) -> None:
+        """The streamer's thread reports: keep it quick; only what the controller thread needs is posted."""
+        if isinstance(event, fw.LineAcked):
+            self._acked = (event.acked_lines, event.line_no)
+            return
+        if isinstance(event, fw.FirmwareMessage) and self._fatal_kind(event.text) is None:
+            return
+        if isinstance(event, fw.CommandReply):  # a manual command's answer: a calibration may wait on it
+            self.calibration.on_reply(event)
+            return
+        if isinstance(event, fw.FirmwareBusy | fw.ResendRequested | fw.StatusReport):
+            return
+        self._queue.put(_Item("firmware", event))
+
+    def reload(self) -> None:
+        """Re-read the config (SIGHUP; safe from a signal handler)."""
+        self._queue.put(_Item("reload"))
+
+    def stop(self) -> None:
+        """Ask the loop to stop (safe from a signal handler)."""
+        self._queue.put(_Item("stop"))
+
+    # --- the controller thread --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start up, serve until stop(), shut down cleanly (relay off)."""
+        try:
+            self._start_up()
+            while not self._stopping:
+                self._turn()
+        finally:
+            self._shut_down()
+
+    def _start_up(self) -> None:
+        now = self.clock()
+        self.actions.run(self.controller.start(now), now)
+        self.storage.write("crash recovery", self._recover)
+        lifecycle.start_telemetry(self)
+        inputs = self.parts.io.read_inputs()
+        self.parts.io.subscribe(self.on_input)
+        for name, active in inputs.items():
+            if active:
+                self.on_input(name, True)
+        self.parts.reader.start(self.on_badge, self.on_reader_status)
+        self._connect(now)
+        self.server = ControlServer(control_socket_path(self.state_dir), self.requests.handle).start()
+        self.notifier.ready(f"{self.config.node.machine}: {self.controller.state.value}")
+        self.ready.set()
+        log.info("fabnode %s/%s ready (state dir %s)", self.config.node.lab, self.config.node.machine,
+                 self.state_dir)  # fmt: skip
+
+    def _recover(self) -> None:
+        report = self.log.recover(self.wall())
+        if report.jobs or report.sessions:
+            log.warning("recovered after a crash: jobs %s and sessions %s closed as interrupted",
+                        report.jobs, report.sessions)  # fmt: skip
+
+    def _turn(self) -> None:
+        try:
+            item: _Item | None = self._queue.get(timeout=self._wait_s(self.clock()))
+        except queue.Empty:
+            item = None
+        now = self.clock()
+        if item is not None:
+            self._dispatch(item, now)
+        deadline = self.controller.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.feed(Tick(now))
+        self._housekeeping(now)
+
+    def _wait_s(self, now: float) -> float:
+        times = [now + MAX_WAIT_S, self.controller.next_deadline(), self.jobs.checkpoint_due(now),
+                 self._reconnect_at, self._storage_retry_at, self._hello_at, self.technician.deadline()]
+        return max(0.0, min(t for t in times if t is not None) - now)
+
+    def _dispatch(self, item: _Item, now: float) -> None:
+        try:
+            if item.kind == "event":
+                self.feed(item.payload(now))
+            elif item.kind == "badge":
+                self.taps.handle(item.payload, now)
+            elif item.kind == "reader":
+                state, detail = item.payload
+                self.health.reader_status(state, detail, now)
+            elif item.kind == "firmware":
+                self._firmware(item.payload, now)
+            elif item.kind == "call":
+                fn, future = item.payload
+                try:
+                    future.set_result(fn(now))
+                except Exception as exc:
+                    future.set_exception(exc)
+            elif item.kind == "reload":
+                self.reloader.reload(now)
+            elif item.kind == "stop":
+                self._stopping = True
+        except Exception:  # one bad event must not stop the machine's controller
+            log.exception("handling %s", item.kind)
+
+    def feed(self, event: Event) -> Any:
+        """Hand one event to the controller and carry out its actions; return its Reply, if any."""
+        self.technician.before(event)
+        reply = self.actions.run(self.controller.handle(event), event.now)
+        if self.telemetry is not None:
+            self.telemetry.wake()  # new outbox rows, if any: the publisher looks now, not at its next turn
+        return reply
+
+    def _housekeeping(self, now: float) -> None:
+        due = self.jobs.checkpoint_due(now)
+        if due is not None and now >= due:
+            self._checkpoint(now)
+        if self._reconnect_at is not None and now >= self._reconnect_at:
+            self._connect(now)
+        if self._hello_at is not None and now >= self._hello_at:
+            self._hello()
+        self._retry_storage(now)
+        self.technician.housekeeping(now)
+        self._supervise_telemetry(now)
+        if self.notifier.watchdog_s is not None and now >= self._watchdog_at:
+            self.notifier.watchdog()
+            self._watchdog_at = now + self.notifier.watchdog_s
+
+    def _supervise_telemetry(self, now: float) -> None:
+        # A bug in the publisher must not silence a node for days: records wait safely in the outbox,
+        # so a fresh publisher (at most one a minute) simply carries on from the region's last ack.
+        if self.telemetry is None or not self.telemetry.crashed or now < self._telemetry_retry_at:
+            return
+        log.error("telemetry publisher stopped unexpectedly: starting a new one")
+        self._telemetry_retry_at = now + TELEMETRY_RESTART_EVERY_S
+        self.restart_telemetry()
+
+    def _checkpoint(self, now: float) -> None:
+        try:  # a checkpoint the disk refuses is skipped: the job runs on, the next one or its end tells
+            self.storage.attempt("a job checkpoint", lambda: self.jobs.checkpoint(now))
+        except Exception as exc:
+            if self.jobs.current is not None:
+                self.jobs.current.last_checkpoint = now
+            log.debug("job checkpoint skipped: %s", exc)
+        else:
+            self.storage.ok_again()
+
+    def _storage_trouble(self, error: str) -> None:
+        # Kept behind the record that failed, so the fault row says when the trouble began.
+        machine, at = self.config.node.machine, self.wall()
+        detail = f"usage log cannot be written ({error}) in {self.state_dir}: records kept, sessions refused"
+        self.storage.write("fault storage", lambda: self.log.record_fault("storage", detail, machine, at))
+
+    def _retry_storage(self, now: float) -> None:
+        if not self.storage.kept and self.storage.last_error is None:
+            self._storage_retry_at = None
+            return
+        if self._storage_retry_at is None:
+            self._storage_retry_at = now + STORAGE_RETRY_S
+        elif now >= self._storage_retry_at:
+            self.storage.retry()
+            self._storage_retry_at = now + STORAGE_RETRY_S
+
+    def restart_telemetry(self) -> None:
+        """New telemetry settings: stop the publisher, start one with them (records wait in the outbox)."""
+        lifecycle.stop_telemetry(self)
+        lifecycle.start_telemetry(self)
+
+    # --- the firmware -----------------------------------------------------------------------------
+
+    def _connect(self, now: float) -> None:
+        if self.streamer is not None:  # a lost port: this streamer's thread has stopped driving it
+            self.streamer.close()
+            self.streamer = None
+        try:
+            self.streamer = Streamer(SerialLink(self.parts.port, self.parts.baud), self.parts.make_protocol(),
+                                     self.on_firmware, self.clock)  # fmt: skip
+        except PortLost as exc:
+            self.streamer = None
+            self._reconnect_at = now + self.config.serial.reconnect_every_s
+            self.health.port_absent(exc.reason, now)
+            self.firmware_settled.set()  # nothing to wait for: a job is refused as not connected
+            return
+        self.firmware_settled.clear()
+        self._reconnect_at = None
+        # A board we lost touch with may still be heating: once it answers, tell it to stop.
+        self._heaters_off_on_greeting = self.health.port_open(now)
+        # A board that does not reset on open never greets: speak to it after GREETING_WAIT_S anyway.
+        self._hello_at = now + GREETING_WAIT_S
+
+    def reopen_port(self, now: float) -> None:
+        """New serial settings (a reload, after the job): reopen the port with them."""
+        serial = self.config.serial
+        if serial.port != SIM_PORT:
+            self.parts.port = serial.port
+        self.parts.baud = serial.baud
+        config = self.config
+        self.parts.make_protocol = lambda: make_protocol(config)
+        self._connect(now)
+
+    def reopen_after_job(self, now: float) -> None:
+        """A job ended: serial settings a reload left waiting apply now."""
+        self.reloader.apply_after_job(now)
+
+    def _firmware(self, event: object, now: float) -> None:
+        job = self.jobs.current
+        if isinstance(event, Progress):
+            self.jobs.acked(event.lines_acked, event.last_line_no)
+        elif isinstance(event, StreamEnded):
+            if job is not None and job.job_id == event.name:
+                self.jobs.acked(event.lines_acked, event.last_line_no)
+            outcome = event.status if event.status in ("completed", "cancelled") else "failed"
+            failure = event.kind if outcome == "failed" else None
+            self.feed(JobEnded(now, event.name, outcome, event.reason, failure))  # type: ignore[arg-type]
+        elif isinstance(event, fw.JobStateChanged) and job is not None:
+            self._job_state(event, job.job_id, now)
+        elif isinstance(event, fw.Temperatures):
+            self._temperatures(event, now)
+        elif isinstance(event, fw.FirmwareReady):
+            self._greeted(event)
+        elif isinstance(event, fw.FirmwareMessage):
+            kind = self._fatal_kind(event.text)
+            if kind is not None and (self.streamer is None or not self.streamer.job_active):
+                self.feed(FirmwareFault(now, kind, event.text))
+        elif isinstance(event, LinkLost):
+            self.health.port_lost(event.reason, now)
+            self._reconnect_at = now + self.config.serial.reconnect_every_s
+        elif isinstance(event, fw.AlarmRaised):
+            log.warning("firmware alarm %d: %s", event.code, event.meaning)
+
+    def _greeted(self, event: fw.FirmwareReady) -> None:
+        log.info("firmware greeted: %s", event.text)
+        self._hello()
+
+    def _hello(self) -> None:
+        """The board answers (or was given time to): heaters off after a lost port, temperature reports."""
+        self._hello_at = None
+        self.firmware_settled.set()
+        streamer = self.streamer
+        if self.config.machine.firmware != MARLIN or streamer is None:
+            return
+        if self._heaters_off_on_greeting and not streamer.job_active:
+            self._heaters_off_on_greeting = False
+            log.info("firmware port back: heaters off (%s)", ", ".join(HEATERS_OFF))
+            for command in HEATERS_OFF:
+                streamer.send_command(command)
+        streamer.send_command("M155 S2")  # temperatures keep coming, for the cooldown
+
+    def _job_state(self, event: fw.JobStateChanged, job_id: str, now: float) -> None:
+        if event.state == fw.JobState.PAUSED:
+            self.jobs.paused(now)
+            self.feed(JobPaused(now, job_id, event.reason))
+        elif event.state == fw.JobState.RUNNING:
+            self.jobs.resumed(now)
+            self.feed(JobResumed(now, job_id))
+
+    def _temperatures(self, event: fw.Temperatures, now: float) -> None:
+        names = {"T": "hotend", "T0": "hotend", "B": "bed", "C": "chamber"}
+        for key, (actual, target) in event.readings.items():
+            if key in names:
+                self.temperatures[names[key]] = {"actual": actual, "target": target}
+        hotend = event.readings.get("T") or event.readings.get("T0")
+        if hotend is not None:
+            self.feed(TemperatureReported(now, hotend[0]))
+
+    @staticmethod
+    def _fatal_kind(text: str) -> str | None:
+        lower = text.lower()
+        return next((kind for word, kind in _FATAL_WORDS.items() if word in lower), None)
+
+    def last_acked(self) -> tuple[int, int]:
+        """(lines acknowledged, last file line) as the streamer last reported them."""
+        return self._acked
+
+    def reset_acked(self) -> None:
+        """A new job starts counting from zero."""
+        self._acked = (0, 0)
+
+    # --- stopping ---------------------------------------------------------------------------------
+
+    def _shut_down(self) -> None:
+        self.notifier.stopping()
+        try:
+            self._stop_job()
+            lifecycle.close_session(self, "fabnode stopped")
+        except Exception:
+            log.exception("closing the job and session at stop")
+        steps = (lifecycle.stop_server, lifecycle.stop_streamer, lifecycle.stop_telemetry,
+                 lifecycle.last_records)  # fmt: skip
+        for step in steps:
+            try:
+                step(self)
+            except Exception:
+                log.exception("stopping")
+        self.parts.io.set_relay(False)
+        self.parts.close()
+        self.log.close()
+        log.info("fabnode stopped; relay off")
+
+    def _stop_job(self) -> None:
+        job = self.jobs.current
+        if job is None:
+            return
+        if self.streamer is not None and self.streamer.job_active:
+            self.streamer.cancel("fabnode stopped")
+            deadline = self.clock() + STOP_JOB_WAIT_S
+            while self.streamer.job_active and self.clock() < deadline:
+                try:
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item.kind == "firmware" and isinstance(item.payload, Progress | StreamEnded):
+                    self.jobs.acked(item.payload.lines_acked, item.payload.last_line_no)
+        self.jobs.acked(*self.last_acked())
+        self.jobs.finish("cancelled", "fabnode stopped", self.clock())

@@ -1,0 +1,1 @@
+"""The node's SQLite: usage log, members and badges, schema and migrations, reports, storage guard."""

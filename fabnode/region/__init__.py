@@ -1,0 +1,1 @@
+"""The region's side: collector, store (SQLite or PostgreSQL), report and plot; nothing of the node."""

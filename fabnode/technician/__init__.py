@@ -1,0 +1,1 @@
+"""The technician's tools: calibration routines (sans-I/O dialogues) and the doctor."""

@@ -1,0 +1,1 @@
+"""Telemetry: the usage log's outbox to the region's MQTT broker."""
