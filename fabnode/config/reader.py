@@ -6,6 +6,7 @@ Klipper's configfile does, so a misspelt `idle_timout_s` never silently falls ba
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -59,13 +60,13 @@ class Section:
     def get_float(
         self, key: str, default: Any = _MISSING, *, minval: float | None = None, maxval: float | None = None
     ) -> Any:
-        """A number option within [minval, maxval]."""
+        """A finite number option within [minval, maxval]."""
         value = self._raw(key, default)
         if value is None or (value is default and key not in self._data):
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"{value!r} must be a number")
-        return float(self._bounded(key, value, minval, maxval))
+        return float(self._bounded(key, self._finite(key, value), minval, maxval))
 
     def get_int(
         self, key: str, default: Any = _MISSING, *, minval: int | None = None, maxval: int | None = None
@@ -85,8 +86,16 @@ class Section:
             raise self.error(key, f"{value!r} must be true or false")
         return value
 
-    def get_floats(self, key: str, default: Any = _MISSING, *, count: int) -> Any:
-        """A list of exactly `count` numbers, as a tuple."""
+    def get_floats(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        count: int,
+        minval: float | None = None,
+        maxval: float | None = None,
+    ) -> Any:
+        """A list of exactly `count` finite numbers, each within [minval, maxval], as a tuple."""
         value = self._raw(key, default)
         if value is None or (value is default and key not in self._data):
             return value
@@ -96,7 +105,7 @@ class Section:
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         ):
             raise self.error(key, f"{value!r} must be a list of {count} numbers")
-        return tuple(float(v) for v in value)
+        return tuple(float(self._bounded(key, self._finite(key, v), minval, maxval)) for v in value)
 
     def get_strs(self, key: str, default: Any = _MISSING) -> Any:
         """A list of strings, as a tuple."""
@@ -114,6 +123,12 @@ class Section:
             return value
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self._reader.path.parent / path)
+
+    def _finite(self, key: str, value: float) -> float:
+        # TOML spells nan and inf; every bound compares false against nan, so a nan limit is no limit.
+        if not math.isfinite(value):
+            raise self.error(key, f"{value!r} must be a finite number")
+        return value
 
     def _bounded(self, key: str, value: float, minval: float | None, maxval: float | None) -> float:
         if minval is not None and value < minval:

@@ -18,6 +18,7 @@ def test_wiring_takes_every_gpio_config_field() -> None:
         buzzer_pin=7,
         estop_pin=8,
         lid_pin=9,
+        debounce_ms=30,
         busy_pin=10,
     )
     wiring = Wiring.from_config(config)
