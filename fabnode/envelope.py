@@ -3,6 +3,7 @@
 
 Topics: `<prefix>/v1/<lab>/<machine>/<kind>` with kind one of status, state, session, job, event;
 the region's end-to-end acknowledgement is retained on `<prefix>/region/v1/<lab>/<machine>/ack`.
+At the region broker a node is the user `<lab>.<machine>` (`broker_user`; its ACL block: `node_acl`).
 
 Every message is one JSON object (UTF-8, at most MAX_MESSAGE_BYTES):
 `schema` ("fabnode.job"), `version` (1), `id` (the outbox msg_id, the same on every resend),
@@ -15,6 +16,7 @@ against it with the small validator below (a subset of JSON Schema: see `validat
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +26,8 @@ from typing import Any
 
 __all__ = [
     "ACK_TOPIC_KIND",
+    "BROKER_USER_SEPARATOR",
+    "INT64_MAX",
     "MAX_MESSAGE_BYTES",
     "MAX_TEXT",
     "RECORD_KINDS",
@@ -34,10 +38,13 @@ __all__ = [
     "EnvelopeError",
     "TopicName",
     "ack_topic",
+    "broker_user",
     "build_ack",
     "build_envelope",
     "encode_envelope",
     "load_schema",
+    "loads_finite",
+    "node_acl",
     "node_subscription",
     "parse_ack",
     "parse_envelope",
@@ -49,6 +56,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
+INT64_MAX = 2**63 - 1  # the schemas bound every integer to this: the store's BIGINT columns hold no more
 MAX_TEXT = 2000  # free-text fields (fault detail, reasons) are clipped to this many characters
 TOPIC_KINDS = ("status", "state", "session", "job", "event")
 ACK_TOPIC_KIND = "ack"
@@ -70,6 +78,7 @@ _OCCURRED_FIELD = {"session_started": "started", "session_ended": "ended", "job_
 _SUPPORTED_VERSIONS: dict[str, tuple[int, ...]] = {f"fabnode.{k}": (1,) for k in TOPIC_KINDS}
 # Lab and machine names, as the config accepts them and topics carry them.
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+BROKER_USER_SEPARATOR = "."  # between lab and machine in a broker user name: no name contains it
 
 
 class EnvelopeError(ValueError):
@@ -136,6 +145,22 @@ def topic(prefix: str, lab: str, machine: str, kind: str) -> str:
 def ack_topic(prefix: str, lab: str, machine: str) -> str:
     """The region's retained acknowledgement for one node (only the region may write it)."""
     return f"{prefix}/region/v1/{lab}/{machine}/{ACK_TOPIC_KIND}"
+
+
+def broker_user(lab: str, machine: str) -> str:
+    """A node's user name at the region broker: `<lab>.<machine>`. Names cannot hold a dot (NAME), so
+    no two nodes share a user (with a dash, north + prusa-mini-1 and north-prusa + mini-1 would)."""
+    for what, name in (("lab", lab), ("machine", machine)):
+        if not NAME.match(name):
+            raise EnvelopeError(f"{what} {name!r} is not a name: lower-case letters, digits, - and _")
+    return f"{lab}{BROKER_USER_SEPARATOR}{machine}"
+
+
+def node_acl(prefix: str, lab: str, machine: str) -> str:
+    """The node's block of the broker's ACL file: write its own topics, read its own ack, nothing else."""
+    return (f"user {broker_user(lab, machine)}\n"
+            f"topic write {prefix}/v1/{lab}/{machine}/#\n"
+            f"topic read {ack_topic(prefix, lab, machine)}\n")  # fmt: skip
 
 
 def node_subscription(prefix: str) -> str:
@@ -215,10 +240,7 @@ def parse_envelope(payload: bytes, topic_name: str | None = None) -> Envelope:
     """Check and decode one message; with `topic_name`, also check it matches lab, machine and kind."""
     if len(payload) > MAX_MESSAGE_BYTES:
         raise EnvelopeError(f"payload too large: {len(payload)} bytes (max {MAX_MESSAGE_BYTES})")
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError(f"invalid JSON: {exc}") from exc
+    obj = loads_finite(payload)
     if not isinstance(obj, dict):
         raise EnvelopeError(f"envelope must be a JSON object, got {type(obj).__name__}")
     schema, version = obj.get("schema"), obj.get("version")
@@ -240,6 +262,25 @@ def parse_envelope(payload: bytes, topic_name: str | None = None) -> Envelope:
     return env
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf: no database column holds it
+        raise EnvelopeError(f"number {text[:40]} is out of range (not finite)")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise EnvelopeError(f"{name} is not a number JSON allows (NaN and infinities cannot be stored)")
+
+
+def loads_finite(payload: bytes) -> Any:
+    """Decode JSON, refusing NaN, Infinity and numbers too large for a double (Python's json takes them)."""
+    try:
+        return json.loads(payload.decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError(f"invalid JSON: {exc}") from exc
+
+
 def build_ack(seq: int, msg_id: str | None, now: datetime) -> bytes:
     """The region's retained ack payload: `{"seq": N, "id": <msg_id of N>, "stored_at": ...}`."""
     return json.dumps({"seq": seq, "id": msg_id, "stored_at": _iso(now)}, separators=(",", ":")).encode()
@@ -248,14 +289,14 @@ def build_ack(seq: int, msg_id: str | None, now: datetime) -> bytes:
 def parse_ack(payload: bytes) -> Ack:
     """Decode the region's ack; only `seq` (an integer >= 0) is required."""
     try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError(f"ack: invalid JSON: {exc}") from exc
+        obj = loads_finite(payload)
+    except EnvelopeError as exc:
+        raise EnvelopeError(f"ack: {exc}") from exc
     if not isinstance(obj, dict):
         raise EnvelopeError("ack must be a JSON object")
     seq = obj.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise EnvelopeError(f"ack: seq must be an integer >= 0, got {seq!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= INT64_MAX:
+        raise EnvelopeError(f"ack: seq must be an integer from 0 to {INT64_MAX}, got {seq!r}")
     msg_id, stored_at = obj.get("id"), obj.get("stored_at")
     return Ack(seq, msg_id if isinstance(msg_id, str) else None,
                stored_at if isinstance(stored_at, str) else None)  # fmt: skip
@@ -286,6 +327,8 @@ _TYPES: dict[str, Any] = {
 def _is_type(value: Any, name: str) -> bool:
     if name in ("integer", "number") and isinstance(value, bool):
         return False
+    if name == "number" and isinstance(value, float) and not math.isfinite(value):
+        return False  # JSON has no NaN or infinity, and no store column holds them
     return isinstance(value, _TYPES[name])
 
 

@@ -20,17 +20,19 @@ import itertools
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fabnode.gcode.preflight import Problem
 from fabnode.gcode.scan import Scanner
+from fabnode.gcode.slicer import SlicerSettings, material_from_file, read_slicer_settings
 from fabnode.machine.profile import GRBL, LASER, MARLIN, MachineProfile, Material
 
 __all__ = [
     "Analysis",
     "Problem",
+    "SlicerSettings",
     "analyze_bytes",
     "analyze_file",
     "analyze_lines",
@@ -80,18 +82,22 @@ class Analysis:
     max_bed_c: float | None
     problems: tuple[Problem, ...]
     profile: MachineProfile = field(repr=False)
+    # Where profile.material came from: "machine" (the profile as given) or "file (PrusaSlicer: ABS, ...)".
+    material_source: str = "machine"
+    slicer: SlicerSettings | None = None  # what the slicer wrote, when the file's material was asked for
     _filament: _Series = field(default_factory=_Series, repr=False, compare=False)
     _laser: _Series = field(default_factory=_Series, repr=False, compare=False)
     _time: _Series = field(default_factory=_Series, repr=False, compare=False)
     _command_lines: array = field(default_factory=lambda: array("I"), repr=False, compare=False)
 
     def filament_mm_at(self, line_no: int) -> float:
-        """Net filament (mm) extruded by file lines 1..line_no."""
-        return self._filament.at(line_no)
+        """Net filament (mm) extruded by file lines 1..line_no; never below 0 (a first retraction
+        before any extrusion uses no filament)."""
+        return max(self._filament.at(line_no), 0.0)
 
     def filament_g_at(self, line_no: int) -> float:
         """Filament (g) extruded by file lines 1..line_no."""
-        return _grams(self.profile, self._filament.at(line_no))
+        return _grams(self.profile, self.filament_mm_at(line_no))
 
     def laser_on_s_at(self, line_no: int) -> float:
         """Beam-on seconds spent by file lines 1..line_no."""
@@ -136,6 +142,10 @@ class Analysis:
                 "firmware": self.profile.firmware,
             },
             "material": self.profile.material.name,
+            "material_source": self.material_source,
+            "density_g_cm3": self.profile.material.density_g_cm3,
+            "diameter_mm": self.profile.material.diameter_mm,
+            "slicer": self.slicer.to_json() if self.slicer is not None else None,
         }
 
 
@@ -158,23 +168,44 @@ def analyze_lines(
     if stop_after_line is not None:
         lines = itertools.islice(lines, max(stop_after_line, 0))
     scanner.feed_lines(lines)
-    return _result(scanner)
+    return _result(scanner, whole=stop_after_line is None)
 
 
-def analyze_bytes(data: bytes, profile: MachineProfile = DEFAULT_PROFILE) -> tuple[Analysis, str]:
+def analyze_bytes(
+    data: bytes,
+    profile: MachineProfile = DEFAULT_PROFILE,
+    *,
+    file_material: bool = False,
+    keep_material: Collection[str] = (),
+) -> tuple[Analysis, str]:
     """Analyse a file's bytes; also return the text exactly as analysed (byte-order mark dropped).
 
-    The caller streams that same text, so what runs is what preflight checked.
+    The caller streams that same text, so what runs is what preflight checked. With `file_material`,
+    a printer's filament type, density and diameter are the ones the slicer wrote into the file
+    (fabnode.gcode.slicer), except the fields named in `keep_material` ("name", "density", "diameter":
+    what the user gave); `material_source` says which were used.
     """
     scanner = Scanner(profile)
     text = _text_of(data, scanner)
     scanner.feed_lines(io.StringIO(text))
-    return _result(scanner), text
+    if not file_material or profile.kind == LASER:
+        return _result(scanner), text
+    found = read_slicer_settings(text)
+    material, source = material_from_file(profile.material, found, keep_material)
+    return _result(scanner, replace(profile, material=material), source, found), text
 
 
-def analyze_file(path: str | Path, profile: MachineProfile = DEFAULT_PROFILE) -> Analysis:
-    """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error."""
-    return analyze_bytes(Path(path).read_bytes(), profile)[0]
+def analyze_file(
+    path: str | Path,
+    profile: MachineProfile = DEFAULT_PROFILE,
+    *,
+    file_material: bool = False,
+    keep_material: Collection[str] = (),
+) -> Analysis:
+    """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error.
+    `file_material` and `keep_material` as in `analyze_bytes`."""
+    data = Path(path).read_bytes()
+    return analyze_bytes(data, profile, file_material=file_material, keep_material=keep_material)[0]
 
 
 def _text_of(data: bytes, scanner: Scanner) -> str:
@@ -193,9 +224,18 @@ def _text_of(data: bytes, scanner: Scanner) -> str:
     return text
 
 
-def _result(scanner: Scanner) -> Analysis:
+def _result(
+    scanner: Scanner,
+    profile: MachineProfile | None = None,
+    material_source: str = "machine",
+    slicer: SlicerSettings | None = None,
+    whole: bool = True,
+) -> Analysis:
     scanner.finish()
-    profile, planner = scanner.profile, scanner.planner
+    if whole and scanner.commands == 0:
+        scanner.preflight.empty(scanner.lines)
+    planner = scanner.planner
+    profile = profile or scanner.profile
     moved = scanner.bbox_min[0] != math.inf
     units = (
         "mixed" if len(scanner.units_seen) > 1 else (scanner.units_seen.pop() if scanner.units_seen else "mm")
@@ -216,6 +256,8 @@ def _result(scanner: Scanner) -> Analysis:
         max_bed_c=scanner.max_bed,
         problems=tuple(scanner.preflight.finish()),
         profile=profile,
+        material_source=material_source,
+        slicer=slicer,
         _filament=_Series(scanner.filament_lines, scanner.filament_cum),
         _laser=_Series(planner.laser_lines, planner.laser_cum),
         _time=_Series(planner.time_lines, planner.time_cum),

@@ -12,7 +12,12 @@ The scanner (fabnode.gcode.scan) calls these checks as it reads; they stay cheap
   and the checksum is taken at its widest (3 digits). GRBL stores the line without spaces and comments
   and keeps at most `max_line_length - 1` (LINE_BUFFER_SIZE 80) characters;
 - a file that is not text (a NUL byte, or bytes that are not UTF-8): one problem, at the first such line;
-- on a laser, a power S above profile.laser_max_power (GRBL's $30).
+- on a laser, a power S above profile.laser_max_power (GRBL's $30);
+- a number the firmware cannot take as written (NaN, infinity, an exponent, beyond 1e9) and a negative
+  net extrusion (fabnode.gcode.dialect);
+- on GRBL, a `$` settings write, startup line or restore (`$32=0`, `$N0=`, `$RST=`), and any line GRBL
+  answers with an error (unsupported G/M codes and letters). A `%` program delimiter is not a problem:
+  it is no command, and the host never sends it (the scanner counts no command for it).
 """
 
 from __future__ import annotations
@@ -139,6 +144,36 @@ class Preflight:
                 line,
                 f"Laser power S{power:g} is above the machine's maximum S{self.profile.laser_max_power:g}",
             )
+
+    def bad_number(self, line: int, why: str) -> None:
+        """A parameter the firmware cannot take as written (NaN, infinity, exponent, out of range)."""
+        self._add("Bad number", line, f"Bad number: {why}")
+
+    def negative_extrusion(self, line: int, total_mm: float) -> None:
+        """The file's net extrusion is negative: no filament figure or cost can be made of it."""
+        self._add(
+            "Negative extrusion",
+            line,
+            f"Negative extrusion: the file's net extrusion is {total_mm:.3f} mm by its last E move "
+            "(it retracts more than it extrudes)",
+        )
+
+    def grbl_setting(self, line: int, write: str) -> None:
+        """A GRBL settings write (`$32=`, `$N0=`, `$RST=`): a member's job may not change the machine."""
+        self._add(
+            "Forbidden command",
+            line,
+            f"Forbidden command {write}: a job may not write GRBL's settings, startup lines or defaults",
+        )
+
+    def grbl_refuses(self, line: int, code: str, why: str) -> None:
+        """A line GRBL 1.1 answers with an error."""
+        self._add("GRBL refuses", line, f"GRBL refuses {code[:40]!r}: {why}")
+
+    def empty(self, lines: int) -> None:
+        """The file holds no command at all (empty, or comments only): nothing a job could run."""
+        what = "it is empty" if lines == 0 else f"{lines} lines of comments only"
+        self._add("No commands", max(lines, 1), f"No commands: the file holds no G-code command ({what})")
 
     def not_text(self, line: int, why: str) -> None:
         """The file is not G-code text: reported once, at the first offending line."""

@@ -21,6 +21,16 @@ from array import array
 from collections.abc import Callable, Iterable
 
 from fabnode.gcode.arcs import Arc, arc_from_offset, arc_from_radius
+from fabnode.gcode.dialect import (
+    GRBL_G_CODES,
+    GRBL_LETTERS,
+    GRBL_M_CODES,
+    bad_number,
+    grbl_dollar_write,
+    grbl_refusal,
+    split_command,
+    suspect_number,
+)
 from fabnode.gcode.estimate import PRINT, RETRACT, TRAVEL, Planner
 from fabnode.gcode.parse import clean, command_of, letters, split_glued, values
 from fabnode.gcode.preflight import Preflight
@@ -93,18 +103,47 @@ class Scanner:
             words = code.split()
             cmd = command_of(words[0])
             handler = handlers.get(cmd)
-            if handler is None and cmd[0] in "GM" and not cmd[1:].replace(".", "").isdigit():
-                words = split_glued(code)  # written without spaces: G1X10Y20
-                handler = handlers.get(command_of(words[0])) if words else None
+            if handler is None and cmd[0] in "GMT" and not cmd[1:].isdigit():
+                # As the firmware reads it: G1X10Y20, M 500, M500S0 and M500.1 (M500, subcode 1).
+                found = split_command(code)
+                if found is not None:
+                    cmd, subcode, rest = found
+                    if not subcode:  # G92.1 is not G92
+                        handler = handlers.get(cmd)
+                        words = [cmd, *split_glued(rest)]
+            if handler is not None and suspect_number(code):
+                why = bad_number(words)
+                if why is not None:
+                    preflight.bad_number(line_no, why)
+                    handler = None  # its figures would be NaN or overflow: the file is refused anyway
+            if self.grbl:
+                self._grbl_line(code, cmd, words, handler is not None, line_no)
             if handler is not None:
                 handler(words, line_no)
             if cmd in forbidden:
                 preflight.forbidden(line_no, cmd)
         self.lines = line_no
 
+    def _grbl_line(self, code: str, cmd: str, words: list[str], handled: bool, line: int) -> None:
+        """GRBL refuses what it does not support, and a member's job may not write its settings."""
+        if code[0] == "$":
+            write = grbl_dollar_write(code)
+            if write is not None and cmd not in self.profile.forbidden_commands:  # else reported as listed
+                self.preflight.grbl_setting(line, write)
+            return
+        known = GRBL_G_CODES if cmd[0] == "G" else GRBL_M_CODES if cmd[0] == "M" else ()
+        if handled and cmd[1:] in known and all(len(w) > 1 and w[0] in GRBL_LETTERS for w in words[1:]):
+            return  # the common line: a supported command and its words, no need to look closer
+        why = grbl_refusal(code)
+        if why is not None:
+            self.preflight.grbl_refuses(line, code, why)
+
     def finish(self) -> None:
         """The file ended: the machine finishes its queued moves."""
         self.planner.sync()
+        if self.filament_mm < -1e-6:  # below rounding noise: the file retracts more than it extrudes
+            line = self.filament_lines[-1] if self.filament_lines else self.lines
+            self.preflight.negative_extrusion(line, self.filament_mm)
 
     # --- moves ----------------------------------------------------------------------------------
 

@@ -10,7 +10,10 @@ several collectors share the load. Messages are acknowledged by hand (paho's `ma
 so a message the broker has forgotten is always in the database. A collector that dies between its
 commit and its PUBACK gets the message again and drops it as a duplicate (the unique message id).
 A message that is not a valid envelope goes to the `rejected` table with its reason and is
-acknowledged like any other, so it never comes back.
+acknowledged like any other, so it never comes back. So does a valid one the database still refuses:
+when a batch fails while the database answers, its messages are stored one by one and the ones that
+fail are set aside, so one poisoned message never holds back the rest of the batch or another node.
+The node's ack passes over a rejected sequence number (`region report` counts them as `rejected`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ from fabnode.broker_url import parse_broker_url
 from fabnode.envelope import Envelope, EnvelopeError, ack_topic, build_ack, node_subscription, parse_envelope
 from fabnode.region.store import NodeAck, RegionStore, Rejected, StoreResult
 
-__all__ = ["Collector", "CollectorConfig", "Received", "acks_to_publish", "sort_batch", "subscription"]
+__all__ = [
+    "Collector",
+    "CollectorConfig",
+    "Received",
+    "acks_to_publish",
+    "sort_batch",
+    "sort_received",
+    "subscription",
+]
 
 log = logging.getLogger("fabnode.collector")
 
@@ -93,11 +104,17 @@ def subscription(prefix: str, group: str | None) -> str:
 
 def sort_batch(items: Sequence[Received]) -> tuple[list[Envelope], list[Rejected]]:
     """Split received messages into valid envelopes and rejects (with the reason); pure."""
-    envelopes: list[Envelope] = []
+    pairs, rejected = sort_received(items)
+    return [e for _item, e in pairs], rejected
+
+
+def sort_received(items: Sequence[Received]) -> tuple[list[tuple[Received, Envelope]], list[Rejected]]:
+    """Like `sort_batch`, keeping each envelope beside the message it came in (to set it aside later)."""
+    envelopes: list[tuple[Received, Envelope]] = []
     rejected: list[Rejected] = []
     for item in items:
         try:
-            envelopes.append(parse_envelope(item.payload, item.topic))
+            envelopes.append((item, parse_envelope(item.payload, item.topic)))
         except EnvelopeError as exc:
             rejected.append(Rejected(item.topic, str(exc), item.payload))
         except Exception as exc:  # a validator bug must not stop the region: set the message aside
@@ -112,6 +129,45 @@ def acks_to_publish(
     resent = {(e.lab, e.machine) for e in envelopes if e.id in set(result.duplicates)}
     return [a for a in result.acks
             if published.get((a.lab, a.machine)) != a.seq or (a.lab, a.machine) in resent]  # fmt: skip
+
+
+def _log_connect_failures(client: mqtt.Client, broker: str) -> None:
+    """Say why a connection failed (paho retries in silence): a TLS handshake names the certificate
+    problem. Logged once per distinct reason, not on every retry."""
+    attempt = client.reconnect
+    last: list[str] = [""]
+
+    def reconnect() -> mqtt.MQTTErrorCode:
+        try:
+            return attempt()
+        except OSError as exc:
+            reason = connect_failure(exc)
+            if reason != last[0]:
+                last[0] = reason
+                log.error("cannot connect to %s: %s", broker, reason)
+            raise
+
+    client.reconnect = reconnect  # type: ignore[method-assign]
+
+
+def connect_failure(exc: OSError) -> str:
+    """A connection error in words: TLS problems say so and name the certificate check that failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason
+        return f"TLS handshake failed: the broker's certificate was refused ({why})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def _merge(total: StoreResult, part: StoreResult) -> None:
+    """Add one `store()` call's result to a running total; the later ack of a node wins (acks only grow)."""
+    total.stored += part.stored
+    total.duplicates += part.duplicates
+    total.rejected += part.rejected
+    acks = {(a.lab, a.machine): a for a in total.acks}
+    acks.update({(a.lab, a.machine): a for a in part.acks})
+    total.acks = [acks[k] for k in sorted(acks)]
 
 
 class Collector:
@@ -151,6 +207,7 @@ class Collector:
                            keyfile=str(cfg.client_key) if cfg.client_key else None,
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)  # fmt: skip
         client.reconnect_delay_set(1, 10)
+        _log_connect_failures(client, cfg.broker)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -231,10 +288,11 @@ class Collector:
         batch = self._take(timeout)
         if not batch:
             return 0
-        envelopes, rejected = sort_batch(batch)
+        pairs, rejected = sort_received(batch)
         for r in rejected:
             log.warning("rejected a message on %s: %s", r.topic, r.reason)
-        result = self._store(envelopes, rejected)
+        envelopes = [e for _item, e in pairs]
+        result = self._store(pairs, rejected)
         if result is None:
             self._retry = batch  # not stored, so not acknowledged: the same batch again, first
             return 0
@@ -258,15 +316,47 @@ class Collector:
                 break
         return batch
 
-    def _store(self, envelopes: list[Envelope], rejected: list[Rejected]) -> StoreResult | None:
+    def _store(self, pairs: list[tuple[Received, Envelope]], rejected: list[Rejected]) -> StoreResult | None:
         try:
-            return self.store.store(envelopes, self.clock(), rejected)
-        except Exception:
-            self.stats.errors += 1
-            log.exception("cannot store %d messages in %s; will retry", len(envelopes), self.store.db.name)
-            time.sleep(1.0)  # the database is away: do not spin
-            self.store.reconnect()
+            return self.store.store([e for _item, e in pairs], self.clock(), rejected)
+        except Exception as exc:
+            if self.store.healthy():
+                # The database answers, so some message of the batch is what it refuses: find it.
+                log.warning("cannot store a batch of %d messages (%s: %s); storing them one by one",
+                            len(pairs), type(exc).__name__, exc)  # fmt: skip
+                return self._store_apart(pairs, rejected)
+            self._database_away(len(pairs))
             return None
+
+    def _database_away(self, count: int) -> None:
+        self.stats.errors += 1
+        log.exception("cannot store %d messages in %s; will retry", count, self.store.db.name)
+        time.sleep(1.0)  # the database is away: do not spin
+        self.store.reconnect()
+
+    def _store_apart(
+        self, pairs: list[tuple[Received, Envelope]], rejected: list[Rejected]
+    ) -> StoreResult | None:
+        """Each message in its own transaction; one the database refuses goes to `rejected` instead.
+
+        Writing its rejection is itself a write: if that fails too, the database is at fault (a full
+        disk), not the message, and the whole batch is tried again later (what is stored is a duplicate).
+        """
+        total = StoreResult()
+        try:
+            _merge(total, self.store.store([], self.clock(), rejected))
+            for item, envelope in pairs:
+                try:
+                    part = self.store.store([envelope], self.clock())
+                except Exception as exc:
+                    reason = f"cannot store: {type(exc).__name__}: {exc}".strip()
+                    log.warning("rejected message %s on %s: %s", envelope.id, item.topic, reason)
+                    part = self.store.store([], self.clock(), [Rejected(item.topic, reason, item.payload)])
+                _merge(total, part)
+        except Exception:
+            self._database_away(len(pairs))
+            return None
+        return total
 
     def _ack(self, batch: Sequence[Received]) -> None:
         # In arrival order, as MQTT asks; a message from an earlier connection is redelivered anyway.
@@ -285,6 +375,7 @@ class Collector:
             self.stats.acks_published += 1
 
     def _count(self, received: int, result: StoreResult) -> None:
+        # the rejected count includes the messages the database refused (set aside one by one)
         s = self.stats
         s.received += received
         s.stored += len(result.stored)

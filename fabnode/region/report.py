@@ -49,6 +49,8 @@ class MachineFigures:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_OUTCOMES, 0))
     gaps: int = 0
     missing: list[tuple[int, int]] = field(default_factory=list)
+    rejected: int = 0  # records the region set aside (invalid, or refused by the database): acked past
+    rejected_seqs: list[tuple[int, int]] = field(default_factory=list)
     acked_seq: int = 0
     max_seq: int = 0
     last_seen: str | None = None
@@ -58,6 +60,7 @@ class MachineFigures:
         out: dict[str, Any] = {"lab": self.lab, "machine": self.machine}
         out.update({k: _round(k, getattr(self, k)) for k in FIGURES})
         out.update(outcomes=dict(self.outcomes), gaps=self.gaps, missing=[list(r) for r in self.missing],
+                   rejected=self.rejected, rejected_seqs=[list(r) for r in self.rejected_seqs],
                    acked_seq=self.acked_seq, max_seq=self.max_seq, last_seen=self.last_seen)  # fmt: skip
         return out
 
@@ -77,6 +80,7 @@ class RegionReport:
         out["members"] = self.members
         out["outcomes"] = {k: sum(m.outcomes[k] for m in self.machines) for k in JOB_OUTCOMES}
         out["gaps"] = sum(m.gaps for m in self.machines)
+        out["rejected"] = sum(m.rejected for m in self.machines)
         return out
 
 
@@ -140,6 +144,19 @@ def _add_nodes(store: RegionStore, node: Any) -> None:
         figures = node(lab, machine)
         figures.acked_seq, figures.max_seq, figures.last_seen = int(acked), int(top), last_seen
         figures.gaps, figures.missing = store.gaps(lab, machine)
+        seqs = store.rejected_seqs(lab, machine)
+        figures.rejected, figures.rejected_seqs = len(seqs), _spans(seqs)
+
+
+def _spans(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted numbers as (first, last) runs: 3, 4, 5, 9 -> (3, 5), (9, 9)."""
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
 
 
 def _add_jobs(store: RegionStore, since: date | None, node: Any) -> None:
@@ -189,7 +206,8 @@ def report_json(report: RegionReport) -> str:
     }, indent=2)  # fmt: skip
 
 
-_CSV_COLUMNS = ("lab", "machine", *FIGURES, *JOB_OUTCOMES, "gaps", "acked_seq", "max_seq", "last_seen")
+_CSV_COLUMNS = ("lab", "machine", *FIGURES, *JOB_OUTCOMES, "gaps", "acked_seq", "max_seq", "last_seen",
+                "rejected")  # fmt: skip
 
 
 def report_csv(report: RegionReport) -> str:
@@ -223,4 +241,10 @@ def report_table(report: RegionReport) -> str:
             spans = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in m.missing[:10])
             more = " ..." if len(m.missing) > 10 else ""
             out.append(f"{m.lab}/{m.machine}: stored up to seq {m.acked_seq}, missing {spans}{more}")
+    for m in report.machines:
+        if m.rejected_seqs:
+            spans = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in m.rejected_seqs[:10])
+            more = " ..." if len(m.rejected_seqs) > 10 else ""
+            out.append(f"{m.lab}/{m.machine}: {m.rejected} records rejected, acknowledged past (seq {spans}"
+                       f"{more}): see `fabnode region rejected`")  # fmt: skip
     return "\n".join(out)

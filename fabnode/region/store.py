@@ -6,6 +6,10 @@
 the reverse, whatever order they arrive in), and `nodes` keeps each node's acknowledged sequence
 number: the highest N such that every record 1..N of that node is stored.
 
+A record the region set aside (`rejected`: invalid, or refused by the database) counts as heard of
+when its topic and payload say whose it was: the ack passes over its seq, so the node stops resending
+it, and `rejected_seqs` (the report's `rejected`) names it; it is not a gap.
+
 Contiguity counts from seq 1. A node whose first records never reached the region (its outbox was
 pruned before the region existed, or its messages were lost) stays acknowledged below them and the
 report shows the missing numbers as gaps; nothing is guessed.
@@ -26,12 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fabnode.envelope import Envelope
+from fabnode.envelope import INT64_MAX, MAX_MESSAGE_BYTES, Envelope, EnvelopeError, parse_topic
 from fabnode.region.sql import Database, RegionStoreError, open_database, run_transaction
 
 __all__ = ["SEQ_KINDS", "NodeAck", "RegionStore", "RegionStoreError", "Rejected", "StoreResult", "iso_now"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `rejected` says whose record it was (lab, machine, seq, msg_id)
 # Records from the node's outbox: these carry the node's sequence numbers that acks count.
 SEQ_KINDS = ("session_started", "session_ended", "job_started", "job_ended", "access", "fault", "state")
 HEAD_BYTES = 200  # how much of a rejected message is kept, to see what it was
@@ -72,8 +76,12 @@ def _schema(types: dict[str, str]) -> list[str]:
             PRIMARY KEY (lab, machine))""",
         f"""CREATE TABLE IF NOT EXISTS rejected (
             id {types["serial"]}, received_at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL,
-            size INTEGER NOT NULL, head TEXT NOT NULL)""",
+            size INTEGER NOT NULL, head TEXT NOT NULL, lab TEXT, machine TEXT, seq BIGINT, msg_id TEXT)""",
+        "CREATE INDEX IF NOT EXISTS rejected_node_seq ON rejected (lab, machine, seq)",
     ]
+
+
+_REJECTED_V2 = (("lab", "TEXT"), ("machine", "TEXT"), ("seq", "BIGINT"), ("msg_id", "TEXT"))
 
 
 def iso_now(now: datetime) -> str:
@@ -104,6 +112,26 @@ class Rejected:
     def head(self) -> str:
         """The first bytes as text (PostgreSQL text cannot hold NUL)."""
         return self.payload[:HEAD_BYTES].decode("utf-8", "replace").replace("\x00", "\\x00")
+
+    def owner(self) -> tuple[str | None, str | None, int | None, str | None]:
+        """(lab, machine, seq, msg_id) as far as they can be told: lab and machine from the topic (the
+        broker's ACL lets a node write only its own), seq and id from the payload when they are sane."""
+        try:
+            where = parse_topic(self.topic)
+        except EnvelopeError:
+            return None, None, None, None
+        try:  # leniently: a NaN figure must not hide whose record it was
+            obj = json.loads(self.payload) if len(self.payload) <= MAX_MESSAGE_BYTES else None
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            return where.lab, where.machine, None, None
+        seq, msg_id = obj.get("seq"), obj.get("id")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= INT64_MAX:
+            seq = None
+        if not isinstance(msg_id, str) or not 0 < len(msg_id) <= 64 or "\x00" in msg_id:
+            msg_id = None
+        return where.lab, where.machine, seq, msg_id
 
 
 @dataclass(slots=True)
@@ -187,13 +215,19 @@ class RegionStore:
             fresh.discard(e.id)
         self._upsert_jobs(new)
         self._upsert_sessions(new)
+        skipped: list[tuple[str, str, int]] = []  # rejected records of a node: its ack passes over them
         for r in rejected:
+            lab, machine, seq, msg_id = r.owner()
+            if lab is not None and machine is not None and seq is not None:
+                skipped.append((lab, machine, seq))
             self.db.execute(
-                "INSERT INTO rejected (received_at, topic, reason, size, head) VALUES (?, ?, ?, ?, ?)",
-                [now, r.topic, r.reason[:2000], len(r.payload), r.head()],
+                "INSERT INTO rejected (received_at, topic, reason, size, head, lab, machine, seq, msg_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [now, _text(r.topic), _text(r.reason), len(r.payload), r.head(), lab, machine, seq, msg_id],
             )
-        touched = sorted({(e.lab, e.machine) for e in unique.values() if e.kind in SEQ_KINDS})
-        result.acks = [self._advance(lab, machine, now, unique.values()) for lab, machine in touched]
+        touched = sorted({(e.lab, e.machine) for e in unique.values() if e.kind in SEQ_KINDS}
+                         | {(lab, machine) for lab, machine, _s in skipped})  # fmt: skip
+        result.acks = [self._advance(lab, machine, now, unique.values(), skipped) for lab, machine in touched]
         return result
 
     def _insert_messages(self, envelopes: Sequence[Envelope], now: str) -> set[str]:
@@ -244,7 +278,10 @@ class RegionStore:
                 _flat(chunk),
             )
 
-    def _advance(self, lab: str, machine: str, now: str, batch: Iterable[Envelope]) -> NodeAck:
+    def _advance(
+        self, lab: str, machine: str, now: str, batch: Iterable[Envelope],
+        skipped: Sequence[tuple[str, str, int]],
+    ) -> NodeAck:  # fmt: skip
         """Lock the node's row and move its acknowledged seq over every contiguous stored record."""
         self.db.execute(
             "INSERT INTO nodes (lab, machine, first_seen, last_seen) VALUES (?, ?, ?, ?) "
@@ -257,6 +294,7 @@ class RegionStore:
             [lab, machine],
         )[0]
         seqs = [e.seq for e in batch if e.lab == lab and e.machine == machine and e.seq is not None]
+        seqs += [seq for lab_, machine_, seq in skipped if (lab_, machine_) == (lab, machine)]
         max_seq = max([int(max_seq), *seqs])
         acked, acked_id = self._walk(lab, machine, int(acked), acked_id)
         self.db.execute(
@@ -269,14 +307,16 @@ class RegionStore:
     def _walk(self, lab: str, machine: str, acked: int, acked_id: str | None) -> tuple[int, str | None]:
         kinds = ", ".join("?" * len(SEQ_KINDS))
         while True:
+            # A record set aside as rejected counts as heard of: the node must not resend it forever.
             rows = self.db.execute(
                 "SELECT seq, id FROM messages WHERE lab = ? AND machine = ? AND seq > ? "
-                f"AND kind IN ({kinds}) ORDER BY seq, id LIMIT ?",
-                [lab, machine, acked, *SEQ_KINDS, _WALK],
+                f"AND kind IN ({kinds}) UNION SELECT seq, msg_id FROM rejected "
+                "WHERE lab = ? AND machine = ? AND seq > ? ORDER BY 1, 2 LIMIT ?",
+                [lab, machine, acked, *SEQ_KINDS, lab, machine, acked, _WALK],
             )
             for seq, msg_id in rows:
                 if int(seq) == acked + 1:
-                    acked, acked_id = acked + 1, str(msg_id)
+                    acked, acked_id = acked + 1, None if msg_id is None else str(msg_id)
                 elif int(seq) > acked + 1:
                     return acked, acked_id  # the first gap: stop here
             if len(rows) < _WALK:
@@ -302,9 +342,10 @@ class RegionStore:
         acked, top = int(rows[0][0]), int(rows[0][1])
         kinds = ", ".join("?" * len(SEQ_KINDS))
         have = [int(r[0]) for r in self.db.execute(
-            "SELECT DISTINCT seq FROM messages WHERE lab = ? AND machine = ? AND seq > ? "
-            f"AND kind IN ({kinds}) ORDER BY seq",
-            [lab, machine, acked, *SEQ_KINDS],
+            "SELECT seq FROM messages WHERE lab = ? AND machine = ? AND seq > ? "
+            f"AND kind IN ({kinds}) UNION SELECT seq FROM rejected WHERE lab = ? AND machine = ? "
+            "AND seq > ? ORDER BY 1",
+            [lab, machine, acked, *SEQ_KINDS, lab, machine, acked],
         )]  # fmt: skip
         ranges: list[tuple[int, int]] = []
         expected = acked + 1
@@ -313,6 +354,24 @@ class RegionStore:
                 ranges.append((expected, seq - 1))
             expected = seq + 1
         return sum(last - first + 1 for first, last in ranges), ranges
+
+    def rejected_seqs(self, lab: str, machine: str) -> list[int]:
+        """The node's sequence numbers set aside as rejected and never stored since (the ack skipped them)."""
+        kinds = ", ".join("?" * len(SEQ_KINDS))
+        return [int(r[0]) for r in self.db.execute(
+            "SELECT DISTINCT seq FROM rejected WHERE lab = ? AND machine = ? AND seq IS NOT NULL "
+            "AND seq NOT IN (SELECT seq FROM messages WHERE lab = ? AND machine = ? AND seq IS NOT NULL "
+            f"AND kind IN ({kinds})) ORDER BY seq",
+            [lab, machine, lab, machine, *SEQ_KINDS],
+        )]  # fmt: skip
+
+    def healthy(self) -> bool:
+        """Whether the database answers a trivial query (so a failed store was the data's fault)."""
+        try:
+            self.db.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
 
     def count(self, table: str) -> int:
         """Rows in one of the store's tables."""
@@ -325,7 +384,8 @@ def _create(db: Database) -> None:
     if db.dialect == "postgresql":
         # Two collectors starting at once must not both create the tables.
         db.execute("SELECT pg_advisory_xact_lock(7316001)")
-    for statement in _schema(db.types):
+    statements = _schema(db.types)
+    for statement in statements[:-1]:
         db.execute(statement)
     rows = db.execute("SELECT value FROM region_meta WHERE key = 'schema_version'")
     if not rows:
@@ -335,6 +395,29 @@ def _create(db: Database) -> None:
             f"{db.name}: region store schema version {rows[0][0]} is newer than "
             f"this fabnode knows ({SCHEMA_VERSION})"
         )
+    elif int(rows[0][0]) < 2:
+        _add_rejected_owner(db)
+        db.execute("UPDATE region_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+    db.execute(statements[-1])
+
+
+def _add_rejected_owner(db: Database) -> None:
+    """Version 1 -> 2: the owner columns of `rejected` (NULL for the rows already there)."""
+    if db.dialect == "sqlite":
+        have = {str(r[1]) for r in db.execute("PRAGMA table_info(rejected)")}
+    else:
+        have = {str(r[0]) for r in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'rejected' "
+            "AND table_schema = current_schema()"
+        )}  # fmt: skip
+    for name, kind in _REJECTED_V2:
+        if name not in have:
+            db.execute(f"ALTER TABLE rejected ADD COLUMN {name} {kind}")
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text holds no NUL; a reason can quote the very bytes that were refused.
+    return value[:2000].replace("\x00", "\\x00")
 
 
 def _insert_sql(table: str, columns: Sequence[str], rows: int) -> str:

@@ -17,13 +17,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from fabnode.envelope import broker_user, node_acl
 from fabnode.region.store import RegionStore
 from tests.mqtt_broker import free_port, make_password_file, make_tls_files, mosquitto_binary
 from tests.region_support import CollectorThread, synthetic_stream, wait_for
 
 pytestmark = pytest.mark.broker
 CONFIG = Path(__file__).resolve().parents[2] / "config"
-USERS = {"region-collector": "collector-pw", "north-laser-1": "laser-pw", "north-prusa-mini-1": "mini-pw"}
+USERS = {"region-collector": "collector-pw", "north.laser-1": "laser-pw", "north.prusa-mini-1": "mini-pw",
+         "north-prusa.mini-1": "other-pw"}  # fmt: skip
+# A node whose lab and machine, joined with a dash, would be the user of north/prusa-mini-1.
+LOOKALIKE = node_acl("fablab", "north-prusa", "mini-1")
 
 
 @pytest.fixture
@@ -34,9 +38,11 @@ def region_broker(tmp_path: Path) -> Iterator[dict[str, Any]]:
     tls = make_tls_files(tmp_path / "tls")
     tls_port, plain_port = free_port(), free_port()
     text = (CONFIG / "mosquitto-region.conf").read_text()
+    acl = tmp_path / "mosquitto-region.acl"  # the shipped file, with one more node appended as documented
+    acl.write_text((CONFIG / "mosquitto-region.acl").read_text() + "\n" + LOOKALIKE)
     for old, new in {
         "/etc/mosquitto/fabnode.passwd": str(make_password_file(tmp_path / "passwd", USERS)),
-        "/etc/mosquitto/mosquitto-region.acl": str(CONFIG / "mosquitto-region.acl"),
+        "/etc/mosquitto/mosquitto-region.acl": str(acl),
         "/etc/mosquitto/certs/region-ca.crt": str(tls.ca_cert),
         "/etc/mosquitto/certs/broker.crt": str(tls.server_cert),
         "/etc/mosquitto/certs/broker.key": str(tls.server_key),
@@ -112,8 +118,8 @@ def test_a_node_writes_only_its_own_topics_and_reads_only_its_own_ack(
         db, url, group="region", client_id="region-collector-1", username="region-collector",
         password=USERS["region-collector"], ca_file=region_broker["ca"],
     ).start()  # fmt: skip
-    laser = Node(region_broker, "north-laser-1", USERS["north-laser-1"])
-    mini = Node(region_broker, "north-prusa-mini-1", USERS["north-prusa-mini-1"])
+    laser = Node(region_broker, "north.laser-1", USERS["north.laser-1"])
+    mini = Node(region_broker, "north.prusa-mini-1", USERS["north.prusa-mini-1"])
     try:
         own = synthetic_stream("north", "laser-1", 2)
         forged = synthetic_stream("north", "prusa-mini-1", 1)[0]  # a valid envelope, on another node's topic
@@ -145,7 +151,7 @@ def test_a_node_writes_only_its_own_topics_and_reads_only_its_own_ack(
 def test_a_wrong_password_is_refused(region_broker: dict[str, Any]) -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex)
     client.tls_set(ca_certs=str(region_broker["ca"]), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    client.username_pw_set("north-laser-1", "wrong")
+    client.username_pw_set("north.laser-1", "wrong")
     codes: list[Any] = []
     client.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc)
     client.connect("127.0.0.1", region_broker["tls_port"])
@@ -155,3 +161,40 @@ def test_a_wrong_password_is_refused(region_broker: dict[str, Any]) -> None:
         assert codes[0].is_failure
     finally:
         client.loop_stop()
+
+
+def test_broker_user_names_of_two_nodes_never_collide() -> None:
+    assert broker_user("north", "prusa-mini-1") != broker_user("north-prusa", "mini-1")
+    assert (broker_user("north", "prusa-mini-1"), broker_user("north-prusa", "mini-1")) == (
+        "north.prusa-mini-1", "north-prusa.mini-1")  # fmt: skip
+    shipped = (CONFIG / "mosquitto-region.acl").read_text()
+    for lab, machine in (("north", "prusa-mini-1"), ("north", "laser-1")):
+        assert node_acl("fablab", lab, machine) in shipped  # the file's example blocks are the generator's
+    readme = (CONFIG / "README-region.md").read_text()
+    assert 'user="$lab.$machine"' in readme and "<lab>-<machine>" not in readme
+
+
+@pytest.mark.timeout(30)
+def test_a_node_whose_names_join_to_another_nodes_cannot_write_its_topics(
+    region_broker: dict[str, Any], tmp_path: Path
+) -> None:
+    db = str(tmp_path / "region.db")
+    url = f"mqtts://127.0.0.1:{region_broker['tls_port']}"
+    collector = CollectorThread(
+        db, url, client_id="region-collector-1", username="region-collector",
+        password=USERS["region-collector"], ca_file=region_broker["ca"],
+    ).start()  # fmt: skip
+    lookalike = Node(region_broker, "north-prusa.mini-1", USERS["north-prusa.mini-1"])
+    try:
+        dropped = threading.Event()
+        lookalike.client.on_disconnect = lambda *_a: dropped.set()
+        lookalike.client.publish(*synthetic_stream("north", "prusa-mini-1", 1)[0], qos=1)  # dropped
+        assert dropped.wait(5), "the broker kept the connection of a node writing another node's topic"
+        wait_for(lookalike.client.is_connected, 10, "the node to reconnect")
+        lookalike.publish(*synthetic_stream("north-prusa", "mini-1", 1)[0])  # its own, stored
+        with RegionStore.open(db) as store:
+            wait_for(lambda: store.count("messages") >= 1, 10, "the node's own record")
+            assert store.query("SELECT lab, machine FROM messages") == [("north-prusa", "mini-1")]
+    finally:
+        lookalike.close()
+        collector.stop()
