@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,14 @@ class FirmwareBusy:
 
 @dataclass(frozen=True, slots=True)
 class FirmwareMessage:
-    """Any other line from the firmware (echo:, //, settings, unrecognised) for logs and the console."""
+    """Any other line from the firmware (echo:, //, settings, unrecognised) for logs and the console.
+
+    `fault` is FAILURE_HALTED or FAILURE_THERMAL when the protocol classified the line as the firmware
+    stopping (a kill, thermal protection) while no job streamed: the node acts on that, not on the text.
+    """
 
     text: str
+    fault: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +144,30 @@ FAILURE_NO_ANSWER = "no_answer"  # silence past the limit, even after pokes
 FAILURE_PORT_LOST = "port_lost"  # raised by the link/streamer, not by the protocols
 
 
-class JobState:
-    """Names of the job's states as the protocols report them."""
+class JobStatus(StrEnum):
+    """A job's status, one vocabulary from the streamer's report through the node's controller to the
+    usage row and telemetry: running, paused or cancelling while it runs, then how it ended."""
 
-    IDLE = "idle"
     RUNNING = "running"
-    PAUSING = "pausing"
     PAUSED = "paused"
     CANCELLING = "cancelling"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    ABORTED = "aborted"  # cut short by the node itself (e-stop, firmware fault): the power was cut first
+
+
+class JobState:
+    """Names of the job's states as the protocols report them (the shared ones are JobStatus's)."""
+
+    IDLE = "idle"
+    RUNNING = JobStatus.RUNNING
+    PAUSING = "pausing"
+    PAUSED = JobStatus.PAUSED
+    CANCELLING = JobStatus.CANCELLING
+    COMPLETED = JobStatus.COMPLETED
+    CANCELLED = JobStatus.CANCELLED
+    FAILED = JobStatus.FAILED
 
     ENDED = frozenset({COMPLETED, CANCELLED, FAILED})
 

@@ -3,7 +3,7 @@
 The thread waits with `selectors` on the port and on a wake pipe until the protocol's next deadline,
 so a reply is answered with the next line at once and commands from other threads (start, pause,
 cancel, a console line) take effect at once; there is no polling sleep. Everything the protocol
-reports goes to `on_event`, plus `Progress` (rate-limited) and one final `JobEnded` per job.
+reports goes to `on_event`, plus `Progress` (rate-limited) and one final `StreamEnded` per job.
 `on_event` runs on the streamer's thread: it must be quick and must not block.
 """
 
@@ -26,7 +26,7 @@ from drivers.events import (
     JobCancelled,
     JobCompleted,
     JobFailed,
-    JobState,
+    JobStatus,
     LineAcked,
     ResendRequested,
     StatusReport,
@@ -35,8 +35,8 @@ from drivers.gcode_text import strip_for_wire
 from drivers.hostproto import HostProtocol
 from drivers.serial_link import PortLost, SerialLink
 
-# JobEnded.status is the protocol's end state.
-COMPLETED, CANCELLED, FAILED = JobState.COMPLETED, JobState.CANCELLED, JobState.FAILED
+# StreamEnded.status is how the job ended on the wire (the one vocabulary: drivers.events.JobStatus).
+COMPLETED, CANCELLED, FAILED = JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED
 KIND_HOST_CLOSED = "host_closed"  # close() while a job ran: the machine was not made safe by us
 KIND_INTERNAL = "internal"  # the protocol raised; the job cannot go on
 KIND_REJECTED = "rejected"  # the protocol refused start_job (e.g. a job of its own still active)
@@ -60,11 +60,11 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
-class JobEnded:
-    """The last word on one job: status is completed, cancelled or failed; kind is events.FAILURE_*."""
+class StreamEnded:
+    """The streamer's last word on one job: status is completed, cancelled or failed; kind is FAILURE_*."""
 
     name: str
-    status: str
+    status: JobStatus
     kind: str
     reason: str
     lines_acked: int
@@ -72,6 +72,11 @@ class JobEnded:
     resends: int
     duration_s: float
     last_line_no: int
+
+
+# The old name, kept only until fabnode.cli.stream, fabnode.cli.calibrate_port and
+# tests/integration/test_stream_helpers.py import StreamEnded (fabnode.machine's JobEnded is the event).
+JobEnded = StreamEnded
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,7 @@ def count_job_lines(lines: Sequence[str], wire_text: Callable[[str], str] = _mar
 
 
 class JobTracker:
-    """Sans-I/O bookkeeping of one job: turns protocol events into Progress and JobEnded."""
+    """Sans-I/O bookkeeping of one job: turns protocol events into Progress and StreamEnded."""
 
     def __init__(self, name: str, total_lines: int, now: float, progress_interval_s: float) -> None:
         self.name = name
@@ -111,12 +116,12 @@ class JobTracker:
         self.last_line_no = 0
         self.bytes_sent = 0
         self.resends = 0
-        self.ended: JobEnded | None = None
+        self.ended: StreamEnded | None = None
         self._last_progress = float("-inf")
         self._progress_dirty = False
 
     def on_event(self, event: object, now: float) -> list[object]:
-        """Account for one protocol event; return the Progress/JobEnded it causes."""
+        """Account for one protocol event; return the Progress/StreamEnded it causes."""
         if isinstance(event, LineAcked):
             self.lines_acked = event.acked_lines
             self.bytes_acked = event.acked_bytes
@@ -162,12 +167,12 @@ class JobTracker:
         """When a waiting Progress falls due, or None."""
         return self._last_progress + self.interval if self._progress_dirty else None
 
-    def end(self, status: str, kind: str, reason: str, now: float) -> list[object]:
-        """End the job (once): a final Progress, then JobEnded."""
+    def end(self, status: JobStatus, kind: str, reason: str, now: float) -> list[object]:
+        """End the job (once): a final Progress, then StreamEnded."""
         if self.ended is not None:
             return []
         final = self.progress(now)
-        self.ended = JobEnded(
+        self.ended = StreamEnded(
             self.name, status, kind, reason, self.lines_acked, self.bytes_sent, self.resends,
             max(now - self.started, 0.0), self.last_line_no,
         )
@@ -239,7 +244,7 @@ class Streamer:
         self._post("resume", None)
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the job and make the machine safe; JobEnded(cancelled) follows."""
+        """Stop the job and make the machine safe; StreamEnded(cancelled) follows."""
         self._post("cancel", reason)
 
     def send_command(self, line: str) -> None:
@@ -252,7 +257,7 @@ class Streamer:
 
     @property
     def job_active(self) -> bool:
-        """True from start_job() until its JobEnded was reported."""
+        """True from start_job() until its StreamEnded was reported."""
         with self._job_lock:
             return self._job_active
 
@@ -307,7 +312,7 @@ class Streamer:
                 self._end_job(FAILED, KIND_HOST_CLOSED, "the host closed the port during the job")
 
     def _end_queued_jobs(self, reason: str) -> None:
-        """Jobs posted but never begun still get their JobEnded."""
+        """Jobs posted but never begun still get their StreamEnded."""
         while True:
             try:
                 _, arg = self._commands.get_nowait()
@@ -433,7 +438,7 @@ class Streamer:
             self._flush(now)
 
     def _deliver(self, events: Sequence[object], now: float) -> None:
-        """Pass protocol events on, with the Progress and JobEnded they cause."""
+        """Pass protocol events on, with the Progress and StreamEnded they cause."""
         for event in events:
             if isinstance(event, FirmwareReady | CommandReply | StatusReport):
                 self._ready.set()
@@ -449,12 +454,12 @@ class Streamer:
                 self._emit(due)
 
     def _emit_job_event(self, event: object) -> None:
-        if isinstance(event, JobEnded):
+        if isinstance(event, StreamEnded):
             with self._job_lock:
                 self._job_active = False
         self._emit(event)
 
-    def _end_job(self, status: str, kind: str, reason: str) -> None:
+    def _end_job(self, status: JobStatus, kind: str, reason: str) -> None:
         if self._job is not None and self._job.ended is None:
             for event in self._job.end(status, kind, reason, self._clock()):
                 self._emit_job_event(event)

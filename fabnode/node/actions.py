@@ -12,7 +12,8 @@ locked again, the job is reported failed before a line is sent).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
 
 from fabnode.machine.profile import HEATERS_OFF
 from fabnode.machine.types import (
@@ -20,9 +21,11 @@ from fabnode.machine.types import (
     Action,
     Buzz,
     CancelJob,
+    CheckInboxFile,
     CloseSession,
     HeatersOff,
     JobEnded,
+    JobStatus,
     LockRequested,
     OpenSession,
     PauseJob,
@@ -31,15 +34,16 @@ from fabnode.machine.types import (
     RecordEvent,
     RecordFault,
     RecordJobEnded,
+    RejectInboxFile,
     Reply,
     ResumeJob,
+    Session,
     SetLeds,
     StartJob,
     SwitchRelay,
 )
-
-if TYPE_CHECKING:
-    from fabnode.node.loop import Daemon
+from fabnode.node.jobs import Preflight
+from fabnode.node.ports import ActionHost, Outcome
 
 log = logging.getLogger("fabnode.daemon")
 
@@ -47,73 +51,76 @@ log = logging.getLogger("fabnode.daemon")
 class ActionRunner:
     """The daemon's hands: GPIO, streamer, usage log, replies."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, host: ActionHost) -> None:
+        self.d = host  # what changes while the node runs: the config, the streamer, the inbox, telemetry
+        self.io, self.storage, self.usage, self.jobs = host.parts.io, host.storage, host.log, host.jobs
+        self.notifier = host.notifier
         self.session_row: int | None = None
-        self.last_access: RecordAccess | None = None  # the last tap's decision, for `fabnode badge`
-        self.start_refused: str | None = None  # why the last StartJob did not start, for the reply
+        self.last_job: dict[str, object] | None = None  # the last job's summary, for `fabnode status`
         self.leds: dict[str, bool] = {"green": False, "red": False, "blink": False}  # as last set
-        self._handlers: dict[type, Any] = {
+        self._handlers: dict[type, Callable[..., str | None]] = {
             SwitchRelay: self._relay, SetLeds: self._leds, Buzz: self._buzz, StartJob: self._start_job,
             PauseJob: self._pause, ResumeJob: self._resume, CancelJob: self._cancel, AbortJob: self._abort,
             HeatersOff: self._heaters_off, OpenSession: self._open_session, CloseSession: self._close_session,
             RecordAccess: self._access, RecordJobEnded: self._job_ended, RecordFault: self._fault,
-            RecordEvent: self._event, PublishState: self._publish,
+            RecordEvent: self._event, PublishState: self._publish, RejectInboxFile: self._reject_inbox_file,
         }  # fmt: skip
 
-    def run(self, actions: list[Action], now: float) -> Reply | None:
-        """Carry out every action in order; return the Reply among them, if any."""
-        reply = None
+    def run(self, actions: list[Action], now: float) -> Outcome:
+        """Carry out every action in order; the Reply among them, the access decision, a job not started."""
+        reply, access, not_started, inbox_file = None, None, None, None
         for action in actions:
             if isinstance(action, Reply):
                 reply = action
                 continue
+            if isinstance(action, CheckInboxFile):  # the tap desk preflights it aside
+                inbox_file = action.file
+                continue
+            if isinstance(action, RecordAccess):
+                access = action
             try:
-                self._handlers[type(action)](action, now)
+                refused = self._handlers[type(action)](action, now)
             except Exception:
                 log.exception("action %r failed", action)
-        return reply
+            else:
+                not_started = refused or not_started
+        return Outcome(reply, access, not_started, inbox_file)
 
     # --- GPIO -------------------------------------------------------------------------------------
 
     def _relay(self, a: SwitchRelay, now: float) -> None:
-        self.d.parts.io.set_relay(a.on)
-        self.d.technician.controller_switched_relay()
+        self.io.set_relay(a.on)
         log.info("relay %s", "on" if a.on else "off")
 
     def _leds(self, a: SetLeds, now: float) -> None:
-        self.d.parts.io.set_leds(a.green, a.red, a.blink)
+        self.io.set_leds(a.green, a.red, a.blink)
         self.leds = {"green": a.green, "red": a.red, "blink": a.blink}
-        self.d.technician.controller_set_leds()
 
     def _buzz(self, a: Buzz, now: float) -> None:
-        self.d.parts.io.buzz(a.pattern)
+        self.io.buzz(a.pattern)
 
     # --- the streamer -----------------------------------------------------------------------------
 
-    def _start_job(self, a: StartJob, now: float) -> None:
-        d, job = self.d, a.job
-        pre = d.prepared.get(job.id)
-        if pre is None or pre.analysis is None:
+    def _start_job(self, a: StartJob, now: float) -> str | None:
+        d, job, pre = self.d, a.job, a.prepared
+        if not isinstance(pre, Preflight) or pre.analysis is None:
             raise RuntimeError(f"job {job.id}: no preflight for {job.file}")
-        self.start_refused = None
         try:
-            d.storage.attempt(f"the start of job {job.id}",
-                              lambda: d.jobs.start(job.id, pre, self.session_row, job.member_id, now))
+            self.storage.attempt(f"the start of job {job.id}",
+                              lambda: self.jobs.start(job.id, pre, self.session_row, job.member_id, now))
         except Exception as exc:  # not recorded: not started (nothing was sent to the machine)
-            self._not_started(job.id, f"the job could not be recorded: {exc}")
-            return
+            return self._not_started(job.id, f"the job could not be recorded: {exc}")
         d.reset_acked()
         reason = self._stream(pre.lines, job.id)
         if reason is not None:  # the job cannot run: the controller hears it ended
-            self._not_started(job.id, reason)
-        else:
-            log.info("job %s started: %s (%d commands)", job.id, pre.path.name, pre.analysis.commands)
+            return self._not_started(job.id, reason)
+        log.info("job %s started: %s (%d commands)", job.id, pre.path.name, pre.analysis.commands)
+        return None
 
-    def _not_started(self, job_id: str, reason: str) -> None:
+    def _not_started(self, job_id: str, reason: str) -> str:
         log.error("job %s not started: %s", job_id, reason)
-        self.start_refused = reason
-        self.d.post(lambda t: JobEnded(t, job_id, "failed", reason, "rejected"))
+        self.d.post(lambda t: JobEnded(t, job_id, JobStatus.FAILED, reason, "rejected"))
+        return reason
 
     def _stream(self, lines: list[str], job_id: str) -> str | None:
         streamer = self.d.streamer
@@ -128,12 +135,12 @@ class ActionRunner:
     def _pause(self, a: PauseJob, now: float) -> None:
         if self.d.streamer is not None:
             self.d.streamer.pause()
-        self.d.jobs.paused(now)
+        self.jobs.paused(now)
 
     def _resume(self, a: ResumeJob, now: float) -> None:
         if self.d.streamer is not None:
             self.d.streamer.resume()
-        self.d.jobs.resumed(now)
+        self.jobs.resumed(now)
 
     def _cancel(self, a: CancelJob, now: float) -> None:
         if self.d.streamer is not None:
@@ -142,7 +149,7 @@ class ActionRunner:
     def _abort(self, a: AbortJob, now: float) -> None:
         # Power is already off: stop sending job lines now. The protocol's safe-stop lines (heaters
         # off) follow; they are harmless to a board without power and useful to one powered over USB.
-        self.d.jobs.acked(*self.d.last_acked())
+        self.jobs.acked(*self.d.last_acked())
         if self.d.streamer is not None:
             self.d.streamer.cancel(f"aborted: {a.reason}")
 
@@ -156,7 +163,7 @@ class ActionRunner:
     def _open_session(self, a: OpenSession, now: float) -> None:
         s, d = a.session, self.d
         try:
-            self.session_row = d.storage.attempt("a session start", lambda: d.log.open_session(
+            self.session_row = self.storage.attempt("a session start", lambda: self.usage.open_session(
                 s.member.id, d.config.node.machine, d.wall(), s.is_maintenance))
         except Exception as exc:  # a session nobody could account for must not go on: lock again
             log.error("the session could not be recorded (%s): it ends at once", exc)
@@ -167,41 +174,49 @@ class ActionRunner:
                 log.info("inbox: %s was waiting before the session: moved to %s", path.name, path.parent)
 
     def _close_session(self, a: CloseSession, now: float) -> None:
+        self.close_session(a.session, a.reason, now)
+
+    def close_session(self, session: Session | None, reason: str, now: float) -> None:
+        """Record the end of the open session (also at stop), its duration from the monotonic clock."""
         row, self.session_row = self.session_row, None
-        if row is not None:
-            d, at, duration = self.d, self.d.wall(), now - a.session.started_at
-            d.storage.write(f"the end of session {row}",
-                            lambda: d.log.close_session(row, at, a.reason, duration))
+        if row is not None and session is not None:
+            at, duration = self.d.wall(), now - session.started_at
+            self.storage.write(f"the end of session {row}",
+                            lambda: self.usage.close_session(row, at, reason, duration))
 
     def _access(self, a: RecordAccess, now: float) -> None:
-        self.last_access = a
-        d, machine, at = self.d, self.d.config.node.machine, self.d.wall()
-        d.storage.write("a badge tap", lambda: d.log.record_access(a.badge_hash, machine, a.member_id,
-                                                                   a.granted, a.reason, at))  # fmt: skip
+        machine, at = self.d.config.node.machine, self.d.wall()
+        self.storage.write("a badge tap", lambda: self.usage.record_access(
+            a.badge_hash, machine, a.member_id, a.granted, a.reason, at))
 
     def _job_ended(self, a: RecordJobEnded, now: float) -> None:
-        summary = self.d.jobs.finish(a.job.status, a.reason, now)
+        summary = self.jobs.finish(a.job.status, a.reason, now)
         if summary is not None:
-            self.d.last_job = summary
+            self.last_job = summary
         self.d.reopen_after_job(now)
         log.info("job %s ended %s: %s", a.job.id, a.job.status, a.reason)
 
     def _fault(self, a: RecordFault, now: float) -> None:
-        d, machine, at = self.d, self.d.config.node.machine, self.d.wall()
-        d.storage.write(f"fault {a.kind}", lambda: d.log.record_fault(a.kind, a.detail, machine, at))
+        machine, at = self.d.config.node.machine, self.d.wall()
+        self.storage.write(f"fault {a.kind}", lambda: self.usage.record_fault(a.kind, a.detail, machine, at))
         log.warning("fault %s: %s", a.kind, a.detail)
+
+    def _reject_inbox_file(self, a: RejectInboxFile, now: float) -> None:
+        inbox, path = self.d.inbox, Path(a.file)
+        moved = inbox.reject(path, list(a.problems)) if inbox is not None else path
+        log.warning("inbox: %s fails preflight, moved to %s: %s", path.name, moved, "; ".join(a.problems[:5]))
 
     def _event(self, a: RecordEvent, now: float) -> None:
         log.info("event %s: %s", a.kind, a.detail)
 
     def _publish(self, a: PublishState, now: float) -> None:
         log.info("state %s", a.state.value)
-        self.d.notifier.status(f"{self.d.config.node.machine}: {a.state.value}")
-        d, at = self.d, self.d.wall()
+        self.notifier.status(f"{self.d.config.node.machine}: {a.state.value}")
+        at, telemetry = self.d.wall(), self.d.telemetry
         try:  # a state message is news, not a record: one the disk refuses is not kept for later
-            if d.telemetry is not None:
-                d.storage.attempt("a state message", lambda: d.telemetry.publish_state(a.state.value))
+            if telemetry is not None:
+                self.storage.attempt("a state message", lambda: telemetry.publish_state(a.state.value))
             else:
-                d.storage.attempt("a state message", lambda: d.log.enqueue_state(a.state.value, at))
+                self.storage.attempt("a state message", lambda: self.usage.enqueue_state(a.state.value, at))
         except Exception as exc:
             log.debug("state message not written: %s", exc)

@@ -1,12 +1,12 @@
 """The daemon's `calibrate_command` request: a technician's calibration routine speaking to the firmware
 through the daemon that holds its port (`fabnode calibrate esteps|pid|zoffset|level`).
 
-Each request is one manual command: checked and sent in the controller thread (refused while a member's
-session or any job is open, or while the port is lost), then its CommandReply awaited on the control
-socket's client thread, never the controller's. Commands are serialised with a lock; `urgent` requests
-(the CLI's Ctrl-C heaters-off, SAFE_COMMANDS only) skip it so they reach the firmware during a heat wait.
-The lab's forbidden_commands (M500...) are allowed here, as on the serial port: this is the technician's
-path. Every command sent is logged.
+Each request is one manual command: checked and sent in the controller thread (the controller's table
+refuses it while a member's session or any job is open; the desk while the port is lost), then its
+CommandReply awaited on the control socket's client thread, never the controller's. Commands are
+serialised with a lock; `urgent` requests (the CLI's Ctrl-C heaters-off, SAFE_COMMANDS only) skip it
+so they reach the firmware during a heat wait. The lab's forbidden_commands (M500...) are allowed here,
+as on the serial port: this is the technician's path. Every command sent is logged.
 
 Reply: `{"ok": true, "lines": [...], "reply_ok": bool}`, or `{"ok": false, "error": ...}` with `busy`,
 `port_lost` or `no_answer` set to true when that is why (the CLI maps them to its exit codes).
@@ -18,20 +18,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
+from fabnode.machine.events import CalibrationRequested
 from fabnode.machine.profile import SAFE_NOW
-from fabnode.machine.types import State
-
-if TYPE_CHECKING:
-    from fabnode.node.loop import Daemon
+from fabnode.node.ports import Firmware, JsonObject
 
 log = logging.getLogger("fabnode.daemon")
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0  # the longest routine step (a bed's PID autotune, a 10x10 G29) is well inside this
 LOST_CHECK_S = 0.5  # how often a waiting request looks whether the port went
 SAFE_COMMANDS = frozenset(line for lines in SAFE_NOW.values() for line in lines)  # the CLI's Ctrl-C lines
-ALLOWED_STATES = (State.LOCKED, State.MAINTENANCE)
 
 
 class Reply(Protocol):
@@ -67,8 +64,10 @@ class _Waiter:
 class CalibrateDesk:
     """Answers `calibrate_command` requests; `on_reply` is fed every CommandReply (streamer thread)."""
 
-    def __init__(self, daemon: Daemon, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, daemon: Firmware, clock: Callable[[], float] = time.monotonic) -> None:
         self.d = daemon
+        self.jobs = daemon.jobs
+        self.parts = daemon.parts
         self.clock = clock
         self._serial = threading.Lock()  # one routine command at a time
         self._cond = threading.Condition()
@@ -90,7 +89,7 @@ class CalibrateDesk:
 
     # --- a control-socket client thread -------------------------------------------------------------
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, request: JsonObject) -> JsonObject:
         """Send one command for a calibration routine and answer with the firmware's reply."""
         line = request.get("line")
         if not isinstance(line, str) or not line.strip():
@@ -114,13 +113,13 @@ class CalibrateDesk:
         finally:
             self._serial.release()
 
-    def _exchange(self, line: str, timeout_s: float) -> dict[str, Any]:
+    def _exchange(self, line: str, timeout_s: float) -> JsonObject:
         self.d.wait_settled()
         waiter = _Waiter(line)
         with self._cond:
             self._waiters.append(waiter)
         try:
-            refusal: dict[str, Any] | None = self.d.call(lambda now: self._send(line))
+            refusal: JsonObject | None = self.d.call(lambda now: self._send(line, now))
             if refusal is not None:
                 return refusal
             return self._wait(waiter, timeout_s)
@@ -128,16 +127,19 @@ class CalibrateDesk:
             with self._cond:
                 self._waiters.remove(waiter)
 
-    def _send(self, line: str) -> dict[str, Any] | None:
+    def _send(self, line: str, now: float) -> JsonObject | None:
         """Controller thread: refuse (the reply) or send the line (None); no state changes in between."""
         d = self.d
-        refusal = self.refusal()
-        if refusal is not None:
+        job_running = self.jobs.current is not None or (d.streamer is not None and d.streamer.job_active)
+        answer = d.feed(CalibrationRequested(now, d.config.node.machine, job_running)).reply
+        if answer is None or not answer.ok:  # the controller's table decides by the machine's state
+            refusal = answer.message if answer is not None else "the controller gave no answer"
             log.info("calibration command %r refused: %s", line, refusal)
             return {"ok": False, "error": refusal, "busy": True}
         streamer = d.streamer
         if streamer is None or streamer.lost is not None:
-            why = f"the firmware's port {d.parts.port} is not connected (USB cable?): {line!r} was not sent"
+            port = self.parts.port
+            why = f"the firmware's port {port} is not connected (USB cable?): {line!r} was not sent"
             log.info("calibration command %r refused: port not connected", line)
             return {"ok": False, "error": why, "port_lost": True}
         code = line.split(None, 1)[0].upper()
@@ -147,27 +149,7 @@ class CalibrateDesk:
         streamer.send_command(line)
         return None
 
-    def refusal(self) -> str | None:
-        """Why a calibration command must not reach the firmware now (controller thread); None if it may."""
-        d, c = self.d, self.d.controller
-        name = d.config.node.machine
-        job_running = d.jobs.current is not None or (d.streamer is not None and d.streamer.job_active)
-        if c.state in ALLOWED_STATES and not job_running:
-            return None
-        session = c.session
-        if c.state in (State.RUNNING, State.PAUSED) or job_running:
-            whose = "a technician's" if session is not None and session.is_maintenance else "a member's"
-            return f"{whose} job is running on {name}: calibrate after it ends"
-        if c.state == State.UNLOCKED:
-            return (f"a member's session is open on {name}: calibrate once it ends (badge out, or "
-                    "`fabnode lock`), with the machine locked or a technician badged in")
-        if c.state == State.COOLDOWN:
-            return f"{name} is cooling down after a member's session: calibrate once it is locked"
-        if c.state == State.FAULT:
-            return f"{name} is in fault ({c.fault}): a technician must clear it before calibrating"
-        return f"{name} is {c.state.value}: calibrate when it is locked or in maintenance"
-
-    def _wait(self, waiter: _Waiter, timeout_s: float) -> dict[str, Any]:
+    def _wait(self, waiter: _Waiter, timeout_s: float) -> JsonObject:
         deadline = self.clock() + timeout_s
         with self._cond:
             while waiter.reply is None:
@@ -177,7 +159,7 @@ class CalibrateDesk:
                     log.warning("calibration command %r: the port went while waiting", waiter.line)
                     reason = f" ({lost.reason})" if lost is not None else ""
                     return {"ok": False, "port_lost": True,
-                            "error": f"the firmware's port {self.d.parts.port} was lost{reason} while "
+                            "error": f"the firmware's port {self.parts.port} was lost{reason} while "
                                      f"waiting for {waiter.line!r}"}  # fmt: skip
                 left = deadline - self.clock()
                 if left <= 0:

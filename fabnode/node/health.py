@@ -11,10 +11,9 @@ Used from the daemon's controller thread only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from fabnode.node.loop import Daemon
+from fabnode.node.ports import JsonObject, Link
 
 log = logging.getLogger("fabnode.daemon")
 
@@ -22,8 +21,10 @@ log = logging.getLogger("fabnode.daemon")
 class PartsHealth:
     """Whether the reader and the firmware's port are there, since when, and how often they went."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, link: Link, record_fault: Callable[[str, str], None]) -> None:
+        self.d = link
+        self.parts = link.parts
+        self._record = record_fault  # through the storage guard: a full disk delays the row, never loses it
         self.reader_present: bool | None = None  # None: the reader has not said yet
         self.reader_detail = ""
         self.reader_since: float | None = None
@@ -53,7 +54,7 @@ class PartsHealth:
         else:
             log.info("badge reader ready: %s", detail)
 
-    def reader_snapshot(self, now: float) -> dict[str, Any]:
+    def reader_snapshot(self, now: float) -> JsonObject:
         """What `fabnode status` shows under `reader`."""
         since = None if self.reader_since is None else round(now - self.reader_since, 1)
         return {"backend": self.d.config.reader.backend, "present": self.reader_present,
@@ -70,8 +71,8 @@ class PartsHealth:
         self._port_waiting_logged = False
         every = self.d.config.serial.reconnect_every_s
         log.error("firmware port %s lost: %s (the daemon runs on; reopening it every %g s)",
-                  self.d.parts.port, reason, every)  # fmt: skip
-        self._record("port_lost", f"{self.d.parts.port}: {reason}")
+                  self.parts.port, reason, every)  # fmt: skip
+        self._record("port_lost", f"{self.parts.port}: {reason}")
 
     def port_absent(self, reason: str, now: float) -> None:
         """Opening the port failed: at start-up, or while waiting for it to come back (logged once)."""
@@ -80,36 +81,29 @@ class PartsHealth:
         if not self._port_waiting_logged:
             self._port_waiting_logged = True
             every = self.d.config.serial.reconnect_every_s
-            log.warning("firmware port %s: %s (trying again every %g s)", self.d.parts.port, reason, every)
+            log.warning("firmware port %s: %s (trying again every %g s)", self.parts.port, reason, every)
 
     def port_open(self, now: float) -> bool:
         """The port opened; True when it had been lost (a reconnection)."""
         lost_at, self.port_lost_at = self.port_lost_at, None
         self._port_waiting_logged = False
         if lost_at is None:
-            log.info("firmware port %s open", self.d.parts.port)
+            log.info("firmware port %s open", self.parts.port)
             return False
         away = now - lost_at
         if self.port_losses == 0:  # absent at start-up, never open before
-            log.info("firmware port %s open (after %.1f s)", self.d.parts.port, away)
+            log.info("firmware port %s open (after %.1f s)", self.parts.port, away)
             return False
         self.port_reconnects += 1
-        log.warning("firmware port %s back after %.1f s: reconnected", self.d.parts.port, away)
-        self._record("port_back", f"{self.d.parts.port}: back after {away:.1f} s")
+        log.warning("firmware port %s back after %.1f s: reconnected", self.parts.port, away)
+        self._record("port_back", f"{self.parts.port}: back after {away:.1f} s")
         return True
 
-    def port_snapshot(self, now: float) -> dict[str, Any]:
+    def port_snapshot(self, now: float) -> JsonObject:
         """What `fabnode status` shows under `port`."""
         streamer = self.d.streamer
         lost_for = None if self.port_lost_at is None else round(now - self.port_lost_at, 1)
-        return {"path": self.d.parts.port, "baud": self.d.parts.baud,
+        return {"path": self.parts.port, "baud": self.parts.baud,
                 "open": streamer is not None and streamer.lost is None,
                 "lost_s": lost_for, "reason": self.port_reason if lost_for is not None else None,
                 "losses": self.port_losses, "reconnects": self.port_reconnects}  # fmt: skip
-
-    # --- inside -----------------------------------------------------------------------------------
-
-    def _record(self, kind: str, detail: str) -> None:
-        d = self.d
-        machine, at = d.config.node.machine, d.wall()
-        d.storage.write(f"fault {kind}", lambda: d.log.record_fault(kind, detail, machine, at))

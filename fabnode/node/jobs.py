@@ -17,14 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.events import JobStatus
 from fabnode.gcode.analysis import Analysis, analyze_bytes
 from fabnode.machine.profile import MachineProfile
 from fabnode.records.storage_guard import StorageGuard
-from fabnode.records.usage import CANCELLED, COMPLETED, FAILED, JobRates, UsageLog
-
-# The controller's final job statuses -> the usage log's; "aborted" (e-stop, fault) has no column value
-# of its own in schema v1, so it is stored as failed with a reason that starts "aborted: ".
-_DB_STATUS = {"completed": COMPLETED, "cancelled": CANCELLED, "failed": FAILED, "aborted": FAILED}
+from fabnode.records.usage import ABORTED, ABORTED_PREFIX, END_STATUSES, FAILED, JobRates, UsageLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +172,7 @@ class JobBook:
         )  # fmt: skip
         job.last_checkpoint = now
 
-    def finish(self, status: str, reason: str, now: float) -> dict[str, Any] | None:
+    def finish(self, status: JobStatus, reason: str, now: float) -> dict[str, Any] | None:
         """Complete the row with the controller's final status and the acknowledged figures.
 
         Returns what was recorded (the row's id, file name, status, reason and figures, `recorded`
@@ -184,9 +181,9 @@ class JobBook:
         job, self.current = self.current, None
         if job is None:
             return None
-        db_status = _DB_STATUS.get(status, FAILED)
-        if status == "aborted":
-            reason = f"aborted: {reason}"
+        db_status = JobStatus(status) if status in END_STATUSES else FAILED  # the controller's word
+        if db_status == ABORTED:  # the reason says so too, as telemetry has always sent it
+            reason = f"{ABORTED_PREFIX}{reason}"
         n, paused, ended = job.last_line_no, job.paused_total(now), self._wall()
         figures: dict[str, Any] = {
             "last_line_acked": n, "filament_mm": job.analysis.filament_mm_at(n),

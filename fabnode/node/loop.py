@@ -33,40 +33,36 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers import events as fw
+from drivers.marlin import wire as marlin_wire
 from drivers.serial_link import PortLost, SerialLink
-from drivers.streamer import JobEnded as StreamEnded
-from drivers.streamer import LinkLost, Progress, Streamer
+from drivers.streamer import LinkLost, Progress, StreamEnded, Streamer
 from fabnode.config.settings import Config
 from fabnode.machine.controller import Controller
 from fabnode.machine.profile import HEATERS_OFF, MARLIN
 from fabnode.machine.types import (
-    ActivitySeen,
-    ControllerSettings,
-    EStopPressed,
-    EStopReleased,
     Event,
     FirmwareFault,
     JobEnded,
     JobPaused,
-    JobResumed,
-    LidClosed,
-    LidOpened,
-    TemperatureReported,
+    StorageChanged,
     Tick,
 )
-from fabnode.node import lifecycle
+from fabnode.node import lifecycle, reports
 from fabnode.node.actions import ActionRunner
+from fabnode.node.bookkeeping import Bookkeeper
 from fabnode.node.calibrate import CalibrateDesk
 from fabnode.node.control import ControlServer
 from fabnode.node.health import PartsHealth
 from fabnode.node.inbox import Inbox
-from fabnode.node.jobs import JobBook, Preflight
-from fabnode.node.reload import Loader, Reloader
+from fabnode.node.jobs import JobBook
+from fabnode.node.ports import JsonObject, Outcome, Publisher
+from fabnode.node.reload import Loader, Reloader, controller_settings
 from fabnode.node.requests import RequestHandler
 from fabnode.node.sdnotify import Notifier
+from fabnode.node.status import StatusView
 from fabnode.node.taps import TapDesk
 from fabnode.node.technician import TechnicianDesk
 from fabnode.node.wiring import SIM_PORT, Parts, make_protocol
@@ -80,24 +76,18 @@ STOP_JOB_WAIT_S = 5.0
 GREETING_WAIT_S = 3.0
 SETTLE_WAIT_S = 10.0  # how long a job or calibration request waits for a board reset by its port opening
 MAX_WAIT_S = 1.0
-STORAGE_RETRY_S = 2.0  # how often records a full disk held back are tried again
 TELEMETRY_RESTART_EVERY_S = 60.0
-_FATAL_WORDS = {"halted": fw.FAILURE_HALTED, "kill()": fw.FAILURE_HALTED, "thermal": fw.FAILURE_THERMAL,
-                "maxtemp": fw.FAILURE_THERMAL, "mintemp": fw.FAILURE_THERMAL}  # fmt: skip
+T = TypeVar("T")
+__all__ = ["Daemon", "controller_settings"]  # controller_settings lives in fabnode.node.reload
 
 
-def controller_settings(config: Config) -> ControllerSettings:
-    """The controller's settings from the config (ValueError when they contradict each other)."""
-    s = config.session
-    return ControllerSettings(
-        kind=config.machine.kind,
-        idle_timeout_s=s.idle_timeout_s,
-        idle_warning_s=s.idle_warning_s,
-        cooldown_max_s=s.cooldown_max_s,
-        cooldown_hotend_below_c=s.cooldown_hotend_below_c,
-        fume_runon_s=s.fume_runon_s,
-        host_lost_relay_s=s.host_lost_relay_s,
-    )
+def _fault_of(message: fw.FirmwareMessage) -> str | None:
+    """The firmware stopping, as the protocol classified the line (FAILURE_HALTED / FAILURE_THERMAL)."""
+    if message.fault is not None:
+        return message.fault
+    # Until drivers.marlin.host sets `fault` on the line it classified, ask its classifier (never the text).
+    kind = marlin_wire.classify(message.text)
+    return kind if kind in (marlin_wire.HALTED, marlin_wire.THERMAL) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +95,7 @@ class _Item:
     """One thing on the queue: an event to build at dispatch time, a firmware report, or a call."""
 
     kind: str  # "event", "badge", "reader", "firmware", "call", "reload", "stop"
-    payload: Any = None
+    payload: object = None
 
 
 class Daemon:
@@ -137,18 +127,22 @@ class Daemon:
                             wall, self.storage)  # fmt: skip
         self.inbox = Inbox(config.inbox).ensure() if config.inbox is not None else None
         self.streamer: Streamer | None = None
-        self.telemetry: Any = None  # a telemetry.publisher.TelemetryPublisher when a broker is configured
+        self.telemetry: Publisher | None = None  # when a broker is configured
         self.temperatures: dict[str, dict[str, float | None]] = {}
-        self.last_job: dict[str, Any] | None = None
-        self.prepared: dict[str, Preflight] = {}  # job id -> the preflight a JobRequested carries
         self.started_at = clock()
-        self.actions = ActionRunner(self)
-        self.requests = RequestHandler(self)
-        self.calibration = CalibrateDesk(self)  # `calibrate_command` requests and their replies
-        self.taps = TapDesk(self)
+        self.books = Bookkeeper(self.log, self.storage, self.jobs, lambda: self.config.node.machine, wall)
+        self.health = PartsHealth(self, self.record_fault)
         self.technician = TechnicianDesk(self)  # `calibrate relay|leds|inputs|badge`
-        self.health = PartsHealth(self)
+        self.actions = ActionRunner(self)
+        self.calibration = CalibrateDesk(self)  # `calibrate_command` requests and their replies
         self.reloader = Reloader(self, reload_config)
+        t = self.technician
+        desks = {"relay": t.relay_request, "leds": t.leds_request, "inputs": t.inputs_request,
+                 "badge-capture": t.capture_request,
+                 "calibrate_command": self.calibration.handle}  # fmt: skip
+        status = StatusView(self, self.actions, self.technician, self.health, self.reloader)
+        self.requests = RequestHandler(self, desks, status)
+        self.taps = TapDesk(self, self.requests.start_from_inbox)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()  # put() is safe in signal handlers
         self._acked = (0, 0)  # (lines acked, last file line): written by the streamer thread only
         self._stopping = False
@@ -159,7 +153,7 @@ class Daemon:
         # Set once the board greeted (or GREETING_WAIT_S passed): a board resets when its port opens and
         # a job sent before its `start` is lost in that reset, so job requests wait for this (any thread).
         self.firmware_settled = threading.Event()
-        self._storage_retry_at: float | None = None
+        self._storage_told: str | None = None  # the storage problem the controller last heard of
         self._watchdog_at = 0.0
         self.server: ControlServer | None = None
         self.ready = threading.Event()
@@ -174,9 +168,9 @@ class Daemon:
         """Wait (on a socket thread, never the controller's) until the board greeted after its port opened."""
         return self.firmware_settled.wait(SETTLE_WAIT_S)
 
-    def call(self, fn: Callable[[float], Any], timeout: float = 10.0) -> Any:
+    def call(self, fn: Callable[[float], T], timeout: float = 10.0) -> T:
         """Run fn(now) in the controller thread and return its result (for the control socket)."""
-        future: Future[Any] = Future()
+        future: Future[T] = Future()
         self._queue.put(_Item("call", (fn, future)))
         return future.result(timeout)
 
@@ -196,33 +190,27 @@ class Daemon:
         """The reader says "found" or "lost" (its own thread)."""
         self._queue.put(_Item("reader", (state, detail)))
 
-    def tap_and_wait(self, tap: Callable[[], None], timeout: float = 5.0) -> dict[str, Any]:
+    def tap_and_wait(self, tap: Callable[[], None], timeout: float = 5.0) -> JsonObject:
         """Deliver a simulated tap and wait until the controller thread handled it; its outcome."""
         return self.taps.wait(tap, timeout)
 
     @property
-    def last_tap(self) -> dict[str, Any]:
+    def last_tap(self) -> JsonObject:
         """The last tap's outcome (granted, reason, state before and after)."""
-        return self.taps.last
+        return self.taps.last()
 
     def on_input(self, name: str, active: bool) -> None:
         """A GPIO input changed (debounced)."""
-        kinds: dict[tuple[str, bool], Callable[[float], Event]] = {
-            ("estop", True): EStopPressed, ("estop", False): EStopReleased,
-            ("lid", True): LidOpened, ("lid", False): LidClosed,
-        }  # fmt: skip
-        make = kinds.get((name, active))
+        make = reports.input_event(name, active)
         if make is not None:
             self.post(make)
-        elif name == "busy" and active:
-            self.post(lambda now: ActivitySeen(now, "current sense"))
 
     def on_firmware(self, event: object) -> None:
         """The streamer's thread reports: keep it quick; only what the controller thread needs is posted."""
         if isinstance(event, fw.LineAcked):
             self._acked = (event.acked_lines, event.line_no)
             return
-        if isinstance(event, fw.FirmwareMessage) and self._fatal_kind(event.text) is None:
+        if isinstance(event, fw.FirmwareMessage) and _fault_of(event) is None:
             return
         if isinstance(event, fw.CommandReply):  # a manual command's answer: a calibration may wait on it
             self.calibration.on_reply(event)
@@ -254,7 +242,7 @@ class Daemon:
         now = self.clock()
         self.actions.run(self.controller.start(now), now)
         self.storage.write("crash recovery", self._recover)
-        lifecycle.start_telemetry(self)
+        self.telemetry = lifecycle.start_telemetry(self.config, self.log)
         inputs = self.parts.io.read_inputs()
         self.parts.io.subscribe(self.on_input)
         for name, active in inputs.items():
@@ -289,22 +277,23 @@ class Daemon:
 
     def _wait_s(self, now: float) -> float:
         times = [now + MAX_WAIT_S, self.controller.next_deadline(), self.jobs.checkpoint_due(now),
-                 self._reconnect_at, self._storage_retry_at, self._hello_at, self.technician.deadline()]
+                 self._reconnect_at, self.books.retry_at, self._hello_at]
         return max(0.0, min(t for t in times if t is not None) - now)
 
     def _dispatch(self, item: _Item, now: float) -> None:
         try:
+            payload: Any = item.payload  # its shape is given by its kind (see the posting methods)
             if item.kind == "event":
-                self.feed(item.payload(now))
+                self.feed(payload(now))
             elif item.kind == "badge":
-                self.taps.handle(item.payload, now)
+                self.taps.handle(payload, now)
             elif item.kind == "reader":
-                state, detail = item.payload
+                state, detail = payload
                 self.health.reader_status(state, detail, now)
             elif item.kind == "firmware":
-                self._firmware(item.payload, now)
+                self._firmware(payload, now)
             elif item.kind == "call":
-                fn, future = item.payload
+                fn, future = payload
                 try:
                     future.set_result(fn(now))
                 except Exception as exc:
@@ -316,24 +305,20 @@ class Daemon:
         except Exception:  # one bad event must not stop the machine's controller
             log.exception("handling %s", item.kind)
 
-    def feed(self, event: Event) -> Any:
-        """Hand one event to the controller and carry out its actions; return its Reply, if any."""
-        self.technician.before(event)
-        reply = self.actions.run(self.controller.handle(event), event.now)
+    def feed(self, event: Event) -> Outcome:
+        """Hand one event to the controller and carry out its actions; what it came to (reply, access)."""
+        outcome = self.actions.run(self.controller.handle(event), event.now)
         if self.telemetry is not None:
             self.telemetry.wake()  # new outbox rows, if any: the publisher looks now, not at its next turn
-        return reply
+        return outcome
 
     def _housekeeping(self, now: float) -> None:
-        due = self.jobs.checkpoint_due(now)
-        if due is not None and now >= due:
-            self._checkpoint(now)
+        self.books.checkpoint(now)
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._connect(now)
         if self._hello_at is not None and now >= self._hello_at:
             self._hello()
-        self._retry_storage(now)
-        self.technician.housekeeping(now)
+        self.books.retry(now)
         self._supervise_telemetry(now)
         if self.notifier.watchdog_s is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
@@ -348,36 +333,27 @@ class Daemon:
         self._telemetry_retry_at = now + TELEMETRY_RESTART_EVERY_S
         self.restart_telemetry()
 
-    def _checkpoint(self, now: float) -> None:
-        try:  # a checkpoint the disk refuses is skipped: the job runs on, the next one or its end tells
-            self.storage.attempt("a job checkpoint", lambda: self.jobs.checkpoint(now))
-        except Exception as exc:
-            if self.jobs.current is not None:
-                self.jobs.current.last_checkpoint = now
-            log.debug("job checkpoint skipped: %s", exc)
-        else:
-            self.storage.ok_again()
-
     def _storage_trouble(self, error: str) -> None:
         # Kept behind the record that failed, so the fault row says when the trouble began.
-        machine, at = self.config.node.machine, self.wall()
-        detail = f"usage log cannot be written ({error}) in {self.state_dir}: records kept, sessions refused"
-        self.storage.write("fault storage", lambda: self.log.record_fault("storage", detail, machine, at))
+        self.record_fault("storage", f"usage log cannot be written ({error}) in {self.state_dir}: "
+                                     "records kept, sessions refused")  # fmt: skip
 
-    def _retry_storage(self, now: float) -> None:
-        if not self.storage.kept and self.storage.last_error is None:
-            self._storage_retry_at = None
-            return
-        if self._storage_retry_at is None:
-            self._storage_retry_at = now + STORAGE_RETRY_S
-        elif now >= self._storage_retry_at:
-            self.storage.retry()
-            self._storage_retry_at = now + STORAGE_RETRY_S
+    def report_storage(self, now: float) -> None:
+        """Tell the controller whether the usage log can record new sessions and jobs (before a decision)."""
+        problem = self.storage.problem()
+        if problem != self._storage_told:
+            self._storage_told = problem
+            self.feed(StorageChanged(now, problem))
+
+    def record_fault(self, kind: str, detail: str) -> None:
+        """A fault row, through the storage guard (a full disk delays it, never loses it)."""
+        self.books.record_fault(kind, detail)
 
     def restart_telemetry(self) -> None:
         """New telemetry settings: stop the publisher, start one with them (records wait in the outbox)."""
-        lifecycle.stop_telemetry(self)
-        lifecycle.start_telemetry(self)
+        publisher, self.telemetry = self.telemetry, None
+        lifecycle.stop_telemetry(publisher)
+        self.telemetry = lifecycle.start_telemetry(self.config, self.log)
 
     # --- the firmware -----------------------------------------------------------------------------
 
@@ -422,17 +398,20 @@ class Daemon:
         elif isinstance(event, StreamEnded):
             if job is not None and job.job_id == event.name:
                 self.jobs.acked(event.lines_acked, event.last_line_no)
-            outcome = event.status if event.status in ("completed", "cancelled") else "failed"
-            failure = event.kind if outcome == "failed" else None
-            self.feed(JobEnded(now, event.name, outcome, event.reason, failure))  # type: ignore[arg-type]
+            failure = event.kind if event.status is fw.JobStatus.FAILED else None
+            self.feed(JobEnded(now, event.name, event.status, event.reason, failure))
         elif isinstance(event, fw.JobStateChanged) and job is not None:
-            self._job_state(event, job.job_id, now)
+            moved = reports.job_state_event(event.state, event.reason, job.job_id, now)
+            if moved is not None:
+                (self.jobs.paused if isinstance(moved, JobPaused) else self.jobs.resumed)(now)
+                self.feed(moved)
         elif isinstance(event, fw.Temperatures):
-            self._temperatures(event, now)
+            if (hotend := reports.temperatures(event.readings, self.temperatures, now)) is not None:
+                self.feed(hotend)
         elif isinstance(event, fw.FirmwareReady):
             self._greeted(event)
         elif isinstance(event, fw.FirmwareMessage):
-            kind = self._fatal_kind(event.text)
+            kind = _fault_of(event)
             if kind is not None and (self.streamer is None or not self.streamer.job_active):
                 self.feed(FirmwareFault(now, kind, event.text))
         elif isinstance(event, LinkLost):
@@ -459,28 +438,6 @@ class Daemon:
                 streamer.send_command(command)
         streamer.send_command("M155 S2")  # temperatures keep coming, for the cooldown
 
-    def _job_state(self, event: fw.JobStateChanged, job_id: str, now: float) -> None:
-        if event.state == fw.JobState.PAUSED:
-            self.jobs.paused(now)
-            self.feed(JobPaused(now, job_id, event.reason))
-        elif event.state == fw.JobState.RUNNING:
-            self.jobs.resumed(now)
-            self.feed(JobResumed(now, job_id))
-
-    def _temperatures(self, event: fw.Temperatures, now: float) -> None:
-        names = {"T": "hotend", "T0": "hotend", "B": "bed", "C": "chamber"}
-        for key, (actual, target) in event.readings.items():
-            if key in names:
-                self.temperatures[names[key]] = {"actual": actual, "target": target}
-        hotend = event.readings.get("T") or event.readings.get("T0")
-        if hotend is not None:
-            self.feed(TemperatureReported(now, hotend[0]))
-
-    @staticmethod
-    def _fatal_kind(text: str) -> str | None:
-        lower = text.lower()
-        return next((kind for word, kind in _FATAL_WORDS.items() if word in lower), None)
-
     def last_acked(self) -> tuple[int, int]:
         """(lines acknowledged, last file line) as the streamer last reported them."""
         return self._acked
@@ -495,14 +452,17 @@ class Daemon:
         self.notifier.stopping()
         try:
             self._stop_job()
-            lifecycle.close_session(self, "fabnode stopped")
+            self.actions.close_session(self.controller.session, "fabnode stopped", self.clock())
         except Exception:
             log.exception("closing the job and session at stop")
-        steps = (lifecycle.stop_server, lifecycle.stop_streamer, lifecycle.stop_telemetry,
-                 lifecycle.last_records)  # fmt: skip
+        server, streamer, publisher, self.telemetry = self.server, self.streamer, self.telemetry, None
+        steps = (server.stop if server is not None else None,
+                 streamer.close if streamer is not None else None,
+                 lambda: lifecycle.stop_telemetry(publisher), lambda: lifecycle.last_records(self.storage))
         for step in steps:
             try:
-                step(self)
+                if step is not None:
+                    step()
             except Exception:
                 log.exception("stopping")
         self.parts.io.set_relay(False)
@@ -525,4 +485,4 @@ class Daemon:
                 if item.kind == "firmware" and isinstance(item.payload, Progress | StreamEnded):
                     self.jobs.acked(item.payload.lines_acked, item.payload.last_line_no)
         self.jobs.acked(*self.last_acked())
-        self.jobs.finish("cancelled", "fabnode stopped", self.clock())
+        self.jobs.finish(fw.JobStatus.CANCELLED, "fabnode stopped", self.clock())

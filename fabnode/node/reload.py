@@ -17,16 +17,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from fabnode.config.settings import Config, ConfigError
+from fabnode.machine.types import ControllerSettings
 from fabnode.node.inbox import Inbox
-
-if TYPE_CHECKING:
-    from fabnode.node.loop import Daemon
+from fabnode.node.ports import JsonObject, ReloadHost
 
 log = logging.getLogger("fabnode.daemon")
 Loader = Callable[[], Config]
+
+
+def controller_settings(config: Config) -> ControllerSettings:
+    """The controller's settings from the config (ValueError when they contradict each other)."""
+    s = config.session
+    return ControllerSettings(
+        kind=config.machine.kind,
+        idle_timeout_s=s.idle_timeout_s,
+        idle_warning_s=s.idle_warning_s,
+        cooldown_max_s=s.cooldown_max_s,
+        cooldown_hotend_below_c=s.cooldown_hotend_below_c,
+        fume_runon_s=s.fume_runon_s,
+        host_lost_relay_s=s.host_lost_relay_s,
+    )
 
 
 def _restart_only(old: Config, new: Config) -> list[str]:
@@ -58,12 +70,16 @@ def _serial_changed(old: Config, new: Config) -> bool:
 class Reloader:
     """Applies a re-read config to a running daemon (controller thread only)."""
 
-    def __init__(self, daemon: Daemon, loader: Loader | None) -> None:
+    def __init__(self, daemon: ReloadHost, loader: Loader | None) -> None:
         self.d = daemon
+        self.controller = daemon.controller
+        self.storage = daemon.storage
+        self.jobs = daemon.jobs
+        self.parts = daemon.parts
         self.loader = loader
         self.reloads = 0
         self.refused = 0
-        self.last: dict[str, Any] | None = None
+        self.last: JsonObject | None = None
         self.after_job: Config | None = None  # serial settings waiting for the job to end
         self.at_restart: list[str] = []
 
@@ -76,8 +92,6 @@ class Reloader:
         try:
             read = self.loader()
             new = _keep_restart_only(old, read)
-            from fabnode.node.loop import controller_settings  # circular at import time only
-
             settings = controller_settings(new)  # ValueError: e.g. idle_warning_s >= idle_timeout_s
         except (ConfigError, OSError, ValueError) as exc:
             self.refused += 1
@@ -96,17 +110,17 @@ class Reloader:
         log.info("config %s", message)
         self.apply_after_job(now)
 
-    def _apply(self, old: Config, new: Config, settings: Any) -> list[str]:
+    def _apply(self, old: Config, new: Config, settings: ControllerSettings) -> list[str]:
         d, applied = self.d, []
         if old.session != new.session:
-            d.controller.settings = settings
+            self.controller.settings = settings
             applied.append("session")
         if old.machine != new.machine or old.materials != new.materials:
             applied.append("machine and materials (next job)")
         if old.node.min_free_mb != new.node.min_free_mb:
-            d.storage.min_free_bytes = int(new.node.min_free_mb * 1024 * 1024)
+            self.storage.min_free_bytes = int(new.node.min_free_mb * 1024 * 1024)
             applied.append("node.min_free_mb")
-        d.jobs.configure(new.machine, new.session.checkpoint_every_s)
+        self.jobs.configure(new.machine, new.session.checkpoint_every_s)
         if old.inbox != new.inbox:
             d.inbox = Inbox(new.inbox).ensure() if new.inbox is not None else None
             applied.append("inbox")
@@ -125,7 +139,7 @@ class Reloader:
         """Reopen the port with the new serial settings once no job runs."""
         new = self.after_job
         d = self.d
-        if new is None or d.jobs.current is not None or d.controller.job is not None:
+        if new is None or self.jobs.current is not None or self.controller.job is not None:
             return
         if d.streamer is not None and d.streamer.job_active:
             return
@@ -133,15 +147,15 @@ class Reloader:
         d.config = dataclasses.replace(d.config, serial=new.serial)  # the machine's safe-stop is new already
         d.reopen_port(now)
         log.info("config: the firmware's port reopened with the new serial settings (%s, %d baud)",
-                 d.parts.port, d.parts.baud)  # fmt: skip
+                 self.parts.port, self.parts.baud)  # fmt: skip
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float) -> JsonObject:
         """What `fabnode status` shows under `config`."""
         last = None
         if self.last is not None:
             last = {"ok": self.last["ok"], "message": self.last["message"],
                     "s_ago": round(now - self.last["at"], 1)}  # fmt: skip
-        c = self.d.controller.settings
+        c = self.controller.settings
         live = {"idle_timeout_s": c.idle_timeout_s, "idle_warning_s": c.idle_warning_s,
                 "cooldown_max_s": c.cooldown_max_s, "host_lost_relay_s": c.host_lost_relay_s,
                 "checkpoint_every_s": self.d.config.session.checkpoint_every_s,

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from drivers.gpio.machine_io import GpioMachineIO, Wiring
 from drivers.grbl.host import GrblHost
@@ -26,6 +25,7 @@ from drivers.hostproto import HostProtocol
 from drivers.marlin.host import MarlinHost
 from fabnode.config.settings import Config, load_config
 from fabnode.machine.profile import GRBL, LASER
+from fabnode.node.ports import BadgeReader, MachineIO, SimFirmware, SimParts, SimPins, SimReader
 from fabnode.node.sim_configs import simulated_toml
 
 log = logging.getLogger("fabnode.wiring")
@@ -42,14 +42,14 @@ class WiringError(RuntimeError):
 class Parts:
     """Everything with a wire to the outside, built from the config; the daemon drives them."""
 
-    io: Any  # drivers.gpio.machine_io.MachineIO
-    reader: Any  # drivers.badge.readers.BadgeReader
+    io: MachineIO
+    reader: BadgeReader
     port: str
     baud: int
     make_protocol: Callable[[], HostProtocol]
-    sim_gpio: Any = None  # simulators.gpio.SimGpio when the GPIO is simulated
-    sim_reader: Any = None  # has tap(uid: bytes) when the reader is simulated
-    simulator: Any = None  # MarlinSimulator / GrblSimulator when the firmware is simulated
+    sim_gpio: SimPins | None = None  # when the GPIO is simulated
+    sim_reader: SimReader | None = None  # when the reader is simulated
+    simulator: SimFirmware | None = None  # MarlinSimulator / GrblSimulator when the firmware is simulated
     sim_record: Path | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -90,7 +90,7 @@ def make_protocol(config: Config) -> HostProtocol:
     )
 
 
-def _gpio(config: Config) -> tuple[Any, Any]:
+def _gpio(config: Config) -> tuple[MachineIO, SimPins | None]:
     wiring = Wiring.from_config(config.gpio)
     if config.gpio.backend == "sim":
         from simulators.gpio import SimGpio
@@ -106,7 +106,7 @@ def _gpio(config: Config) -> tuple[Any, Any]:
                           f"use backend = \"sim\" off a Raspberry Pi") from None
 
 
-def _reader(config: Config) -> tuple[Any, Any]:
+def _reader(config: Config) -> tuple[BadgeReader, SimReader | None]:
     backend, device = config.reader.backend, config.reader.device
     if backend == "sim":
         from simulators.badge import SimBadgeReader
@@ -122,7 +122,8 @@ def _reader(config: Config) -> tuple[Any, Any]:
     return NfcReader(device, holdoff_s=config.reader.holdoff_s), None
 
 
-def _firmware(config: Config, state_dir: Path, sim_speed: float) -> tuple[str, Any, Path | None]:
+def _firmware(config: Config, state_dir: Path,
+              sim_speed: float) -> tuple[str, SimFirmware | None, Path | None]:  # fmt: skip
     if config.serial.port != SIM_PORT:
         return config.serial.port, None, None
     record = state_dir / SIM_RECORD_NAME
@@ -130,15 +131,19 @@ def _firmware(config: Config, state_dir: Path, sim_speed: float) -> tuple[str, A
     if config.machine.firmware == GRBL:
         from simulators.grbl.simulator import GrblSimulator
 
-        simulator: Any = GrblSimulator(baud=config.serial.baud, time_scale=time_scale, record=record)
+        grbl = GrblSimulator(baud=config.serial.baud, time_scale=time_scale, record=record)
+        grbl.start()
+        simulator: SimFirmware = grbl
+        port = str(grbl.port)
     else:
         from simulators.marlin.simulator import MarlinSimulator
 
-        simulator = MarlinSimulator(baud=config.serial.baud, time_scale=time_scale, record=record,
-                                    advanced_ok=config.serial.advanced_ok,
-                                    link=state_dir / SIM_LINK_NAME)  # fmt: skip
-    simulator.start()
-    port = str(getattr(simulator, "link", None) or simulator.port)
+        marlin = MarlinSimulator(baud=config.serial.baud, time_scale=time_scale, record=record,
+                                 advanced_ok=config.serial.advanced_ok,
+                                 link=state_dir / SIM_LINK_NAME)  # fmt: skip
+        marlin.start()
+        simulator = marlin
+        port = str(marlin.link or marlin.port)
     log.info("simulated %s firmware on %s (time x%g)", config.machine.firmware, port, sim_speed)
     return port, simulator, record
 
@@ -163,7 +168,7 @@ def simulated_config(config_file: Path | None, firmware: str | None, state_dir: 
     )
 
 
-def sim_input(parts: Parts, name: str, action: str) -> str:
+def sim_input(parts: SimParts, name: str, action: str) -> str:
     """Act on simulated hardware; returns what happened.
 
     estop press|release, lid open|close, busy on|off (GPIO inputs); reader unplug|plug (the badge
@@ -182,7 +187,7 @@ def sim_input(parts: Parts, name: str, action: str) -> str:
     return f"{name} {action}"
 
 
-def _sim_gpio_actions(parts: Parts) -> dict[tuple[str, str], Callable[[], None]]:
+def _sim_gpio_actions(parts: SimParts) -> dict[tuple[str, str], Callable[[], None]]:
     pins = parts.sim_gpio
     if pins is None:
         raise WiringError("the GPIO is not simulated: there is no simulated input to drive")
@@ -193,21 +198,22 @@ def _sim_gpio_actions(parts: Parts) -> dict[tuple[str, str], Callable[[], None]]
     }  # fmt: skip
 
 
-def _sim_cable_actions(parts: Parts, name: str) -> dict[tuple[str, str], Callable[[], None]]:
+def _sim_cable_actions(parts: SimParts, name: str) -> dict[tuple[str, str], Callable[[], None]]:
     reader, firmware = parts.sim_reader, parts.simulator
     if name == "reader" and reader is None:
         raise WiringError("the badge reader is not simulated: unplug the real one")
-    if name == "port" and not hasattr(firmware, "unplug"):
+    unplug, plug = getattr(firmware, "unplug", None), getattr(firmware, "plug", None)  # a printer's USB cable
+    if name == "port" and unplug is None:
         raise WiringError("the firmware's port is not a simulated printer's: unplug the real cable")
     actions: dict[tuple[str, str], Callable[[], None]] = {}
     if reader is not None:
         actions.update({("reader", "unplug"): reader.unplug, ("reader", "plug"): reader.plug})
-    if hasattr(firmware, "unplug"):
-        actions.update({("port", "unplug"): firmware.unplug, ("port", "plug"): firmware.plug})
+    if unplug is not None and plug is not None:
+        actions.update({("port", "unplug"): unplug, ("port", "plug"): plug})
     return actions
 
 
-def sim_relay_on(parts: Parts) -> bool | None:
+def sim_relay_on(parts: SimParts) -> bool | None:
     """The simulated relay pin's state, or None when the GPIO is real."""
     if parts.sim_gpio is None:
         return None

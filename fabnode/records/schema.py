@@ -17,7 +17,7 @@ from fabnode.envelope import utc_iso as utc_iso
 
 Migration = Callable[[Database], None]
 
-JOB_STATUSES = ("in_progress", "completed", "cancelled", "failed", "interrupted")
+JOB_STATUSES = ("in_progress", "completed", "cancelled", "failed", "aborted", "interrupted")
 ROLES = ("member", "technician")
 
 _V1 = [
@@ -126,7 +126,27 @@ def _v1_initial(db: Database) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial]
+def _v2_aborted(db: Database) -> None:
+    """Jobs the node cut short itself (e-stop, firmware fault) get their own status, `aborted`.
+
+    SQLite cannot change a CHECK constraint: the jobs table is rebuilt with it (same columns, same
+    order) and the aborts v1 stored as failed with an "aborted: " reason become `aborted`.
+    """
+    v1 = next(statement for statement in _V1 if "CREATE TABLE jobs" in statement)
+    old = "('in_progress', 'completed', 'cancelled', 'failed', 'interrupted')"
+    new = "('in_progress', 'completed', 'cancelled', 'failed', 'aborted', 'interrupted')"
+    assert old in v1, "migration 2 rebuilds the jobs table of migration 1"
+    db.execute(v1.replace("CREATE TABLE jobs", "CREATE TABLE jobs_v2").replace(old, new))
+    db.execute("INSERT INTO jobs_v2 SELECT * FROM jobs")
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
+    for statement in _V1:
+        if statement.startswith("CREATE INDEX jobs_"):
+            db.execute(statement)
+    db.execute("UPDATE jobs SET status = 'aborted' WHERE status = 'failed' AND reason LIKE 'aborted: %'")
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_aborted]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -39,6 +39,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database
 
+from drivers.events import JobStatus
 from fabnode.machine.profile import Material
 from fabnode.records.schema import (
     JOB_STATUSES,
@@ -49,12 +50,14 @@ from fabnode.records.schema import (
     write_transaction,
 )
 
-IN_PROGRESS = "in_progress"
-COMPLETED = "completed"
-CANCELLED = "cancelled"
-FAILED = "failed"
+IN_PROGRESS = "in_progress"  # a row's own states: open, or closed by recover() after a crash
 INTERRUPTED = "interrupted"
+COMPLETED, CANCELLED, FAILED = JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED
+ABORTED = JobStatus.ABORTED
 END_STATUSES = frozenset(JOB_STATUSES) - {IN_PROGRESS}
+# The region's job schema knows no `aborted`: an abort goes out as today, failed with an "aborted: " reason.
+_TELEMETRY_STATUS = {ABORTED: FAILED}
+ABORTED_PREFIX = "aborted: "
 
 # Outbox message kinds; the telemetry module maps them to topics.
 KIND_SESSION_STARTED = "session_started"
@@ -234,6 +237,10 @@ class UsageLog:
         payload = {k: v for k, v in job.items() if k not in skip}
         payload["job_id"] = job["id"]
         payload["member_hash"] = self._member_hash(job["member_id"])
+        if payload.get("status") in _TELEMETRY_STATUS:
+            payload["status"] = str(_TELEMETRY_STATUS[payload["status"]])
+            reason = str(payload.get("reason") or "")
+            payload["reason"] = reason if reason.startswith(ABORTED_PREFIX) else ABORTED_PREFIX + reason
         return payload
 
     # --- sessions ---------------------------------------------------------------------------------
@@ -332,7 +339,7 @@ class UsageLog:
         filament_g: float | None = None,
         cost: float | None = None,
     ) -> dict[str, Any]:
-        """End a job (completed|cancelled|failed|interrupted) and enqueue its `job_ended`; return the row.
+        """End a job (completed|cancelled|failed|aborted|interrupted), enqueue its `job_ended`; the row.
 
         Figures not given keep the last checkpoint's; grams and cost are computed from the job's
         rates unless given.

@@ -17,7 +17,6 @@ from fabnode.machine.types import (
     CancelJob,
     CancelRequested,
     CloseSession,
-    ControllerSettings,
     EStopPressed,
     EStopReleased,
     FirmwareFault,
@@ -49,6 +48,7 @@ from fabnode.machine.types import (
     TemperatureReported,
     Tick,
 )
+from tests.unit.controller_settings import settings_for_tests
 
 ALICE = MemberRef(1, "member", "Alice")
 BOB = MemberRef(2, "member", "Bob")
@@ -65,7 +65,7 @@ class Rig:
     """A controller and the fake clock the daemon would feed it."""
 
     def __init__(self, **settings: Any) -> None:
-        self.c = Controller(ControllerSettings(**settings))
+        self.c = Controller(settings_for_tests(**settings))
         self.now = T0
         self.boot = self.c.start(self.now)
 
@@ -620,4 +620,4 @@ def test_the_clock_must_not_go_backwards():
 )
 def test_bad_settings_name_the_field(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        ControllerSettings(**settings)
+        settings_for_tests(**settings)

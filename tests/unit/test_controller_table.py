@@ -23,11 +23,12 @@ from fabnode.machine.types import (
     EVENT_TYPES,
     ActivitySeen,
     BadgeTapped,
+    CalibrationRequested,
     CancelRequested,
-    ControllerSettings,
     EStopPressed,
     EStopReleased,
     FirmwareFault,
+    InboxChecked,
     JobEnded,
     JobPaused,
     JobRequested,
@@ -40,11 +41,15 @@ from fabnode.machine.types import (
     PublishState,
     Reply,
     ResumeRequested,
+    SetLeds,
     State,
+    StorageChanged,
     SwitchRelay,
     TemperatureReported,
     Tick,
+    WiringCheckRequested,
 )
+from tests.unit.controller_settings import settings_for_tests
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
 ALICE = MemberRef(1, "member")
@@ -54,7 +59,7 @@ S = State
 
 def reach(state: State, kind: str) -> Controller:
     """A controller brought into `state` by the events a daemon would post (t = 0..4)."""
-    settings = ControllerSettings(kind=kind, idle_timeout_s=600.0, cooldown_max_s=300.0, fume_runon_s=120.0)
+    settings = settings_for_tests(kind=kind, idle_timeout_s=600.0, cooldown_max_s=300.0, fume_runon_s=120.0)
     c = Controller(settings)
     c.start(0.0)
     steps: dict[State, list[Any]] = {
@@ -93,6 +98,10 @@ def sample(event_type: type, state: State, now: float) -> Any:
         CancelRequested: lambda: CancelRequested(now),
         LockRequested: lambda: LockRequested(now),
         ActivitySeen: lambda: ActivitySeen(now, "console"),
+        StorageChanged: lambda: StorageChanged(now, None),
+        InboxChecked: lambda: InboxChecked(now, BadgeTapped(now, "a", ALICE), "part.gcode"),
+        CalibrationRequested: lambda: CalibrationRequested(now, "prusa-1"),
+        WiringCheckRequested: lambda: WiringCheckRequested(now, "prusa-1", leds=SetLeds(True, True)),
     }
     return makers[event_type]()
 
@@ -223,7 +232,7 @@ POWERED = {S.UNLOCKED, S.RUNNING, S.PAUSED, S.COOLDOWN, S.MAINTENANCE}
 @settings(max_examples=300, deadline=None)
 @given(kind=st.sampled_from(["printer", "laser"]), run=events())
 def test_random_journeys_keep_the_safety_rules(kind, run):
-    c = Controller(ControllerSettings(kind=kind, idle_timeout_s=600.0, cooldown_max_s=300.0))
+    c = Controller(settings_for_tests(kind=kind, idle_timeout_s=600.0, cooldown_max_s=300.0))
     c.start(0.0)
     for event in run:
         before = c.state
@@ -244,4 +253,5 @@ def test_random_journeys_keep_the_safety_rules(kind, run):
             assert later is None or later > deadline or probe.state is not c.state
 
 
-SOCKET_REQUESTS = (JobRequested, PauseRequested, ResumeRequested, CancelRequested, LockRequested)
+SOCKET_REQUESTS = (JobRequested, PauseRequested, ResumeRequested, CancelRequested, LockRequested,
+                   CalibrationRequested, WiringCheckRequested, InboxChecked)  # answered in every state

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.events import JobStatus
 from fabnode.config.settings import load_config
 from fabnode.gcode.analysis import analyze_file
 from fabnode.machine.profile import MachineProfile
@@ -134,13 +135,19 @@ def test_a_cancelled_job_records_the_filament_of_what_was_acknowledged(tmp_path:
     assert full.filament_mm == pytest.approx(10.0) and row["running_s"] == pytest.approx(2.0)
 
 
-def test_an_aborted_job_is_stored_failed_with_the_reason(tmp_path: Path) -> None:
+def test_an_aborted_job_is_stored_aborted_and_sent_failed_with_the_reason(tmp_path: Path) -> None:
     profile = MachineProfile()
     with UsageLog.open(tmp_path / "usage.db") as log:
         book = JobBook(log, "printer-1", profile, 5.0, lambda: WALL)
         book.start("job-b", preflight(_print(tmp_path), profile), None, None, now=0.0)
-        row = book.finish("aborted", "emergency stop pressed", now=1.0)
-    assert row is not None and (row["status"], row["reason"]) == ("failed", "aborted: emergency stop pressed")
+        row = book.finish(JobStatus.ABORTED, "emergency stop pressed", now=1.0)
+        stored = log.job(row["id"]) if row is not None else None
+        sent = [m.payload for m in log.pending_outbox() if m.kind == "job_ended"]
+    aborted = ("aborted", "aborted: emergency stop pressed")
+    assert row is not None and (row["status"], row["reason"]) == aborted
+    assert stored is not None and (stored["status"], stored["reason"]) == aborted
+    # The region's schema is unchanged: telemetry says failed, with the "aborted: " reason, as before.
+    assert [(p["status"], p["reason"]) for p in sent] == [("failed", "aborted: emergency stop pressed")]
 
 
 def test_preflight_names_lines_and_unreadable_files(tmp_path: Path) -> None:
@@ -167,3 +174,14 @@ def test_controller_settings_come_from_the_config() -> None:
     config = load_config(REPO / "config" / "fabnode-laser.toml")
     settings = controller_settings(config)
     assert settings.kind == "laser" and settings.idle_timeout_s == 600.0 and settings.fume_runon_s == 120.0
+
+
+def test_the_loop_takes_firmware_faults_as_the_drivers_classified_them() -> None:
+    from drivers.events import FAILURE_HALTED, FAILURE_THERMAL, FirmwareMessage
+    from fabnode.node.loop import _fault_of
+
+    assert _fault_of(FirmwareMessage("a line it classified", fault=FAILURE_THERMAL)) == FAILURE_THERMAL
+    assert _fault_of(FirmwareMessage("Error:Printer halted. kill() called!")) == FAILURE_HALTED
+    assert _fault_of(FirmwareMessage("Error:MAXTEMP triggered, system stopped!")) == FAILURE_THERMAL
+    assert _fault_of(FirmwareMessage("echo:Unknown command: \"M999 halted-ish\"")) is None
+    assert _fault_of(FirmwareMessage("echo:busy: processing")) is None

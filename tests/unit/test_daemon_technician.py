@@ -1,4 +1,4 @@
-"""The technician's relay check times out by itself: TechnicianDesk on a stand-in daemon, clock in hand."""
+"""The technician's relay check times out by itself: TechnicianDesk on a stand-in loop, clock in hand."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from fabnode.machine.controller import Controller
-from fabnode.machine.types import TemperatureReported, Tick
+from fabnode.machine.types import Reply, SwitchRelay, TemperatureReported, Tick
+from fabnode.node.ports import Outcome
 from fabnode.node.technician import TECHNICIAN_HOLD_S, TechnicianDesk
 from fabnode.technician.calibrate import member_job_refusal
+from tests.unit.controller_settings import settings_for_tests
 
 
 class Pins:
@@ -24,31 +26,50 @@ class Pins:
         pass
 
 
-def desk_at(clock: list[float]) -> tuple[TechnicianDesk, Pins]:
+class StandIn:
+    """The loop as the desk sees it: the controller thread's call and feed, the relay written from actions."""
+
+    def __init__(self, clock: list[float], pins: Pins) -> None:
+        self.controller = Controller(settings_for_tests())
+        self.config = SimpleNamespace(node=SimpleNamespace(machine="laser-1"))
+        self.parts = SimpleNamespace(io=pins)
+        self.clock, self.pins = clock, pins
+        self.controller.start(0.0)
+
+    def call(self, fn: Any, timeout: float = 10.0) -> Any:
+        return fn(self.clock[0])
+
+    def feed(self, event: Any) -> Outcome:
+        reply = None
+        for action in self.controller.handle(event):
+            if isinstance(action, SwitchRelay):
+                self.pins.set_relay(action.on)
+            elif isinstance(action, Reply):
+                reply = action
+        return Outcome(reply)
+
+
+def desk_at(clock: list[float]) -> tuple[TechnicianDesk, Pins, StandIn]:
     pins = Pins()
-    daemon: Any = SimpleNamespace(
-        controller=Controller(), parts=SimpleNamespace(io=pins), actions=SimpleNamespace(leds={}),
-        config=SimpleNamespace(node=SimpleNamespace(machine="laser-1")),
-        call=lambda fn, timeout=10.0: fn(clock[0]))
-    daemon.controller.start(0.0)
-    return TechnicianDesk(daemon), pins
+    daemon = StandIn(clock, pins)
+    return TechnicianDesk(daemon), pins, daemon  # type: ignore[arg-type]
 
 
 def test_relay_switched_on_from_locked_goes_off_after_the_hold() -> None:
     clock = [100.0]
-    desk, pins = desk_at(clock)
+    desk, pins, daemon = desk_at(clock)
     assert desk.relay_request({"cmd": "relay", "on": True})["ok"]
-    assert pins.relay == [True] and desk.deadline() == 100.0 + TECHNICIAN_HOLD_S
-    desk.before(TemperatureReported(120.0, 25.0))  # background news: the check goes on
-    desk.before(Tick(130.0))
-    desk.housekeeping(100.0 + TECHNICIAN_HOLD_S - 0.1)
+    assert pins.relay == [True] and daemon.controller.next_deadline() == 100.0 + TECHNICIAN_HOLD_S
+    daemon.feed(TemperatureReported(120.0, 25.0))  # background news: the check goes on
+    daemon.feed(Tick(130.0))
+    daemon.feed(Tick(100.0 + TECHNICIAN_HOLD_S - 0.1))
     assert pins.relay == [True]
-    desk.housekeeping(100.0 + TECHNICIAN_HOLD_S)
-    assert pins.relay == [True, False] and desk.deadline() is None
+    daemon.feed(Tick(100.0 + TECHNICIAN_HOLD_S))
+    assert pins.relay == [True, False] and daemon.controller.next_deadline() is None
 
 
 def test_relay_request_needs_a_boolean() -> None:
-    desk, pins = desk_at([0.0])
+    desk, pins, _ = desk_at([0.0])
     reply = desk.relay_request({"cmd": "relay", "on": "yes"})
     assert reply["ok"] is False and "true or false" in reply["error"] and pins.relay == []
 

@@ -10,7 +10,7 @@ import pytest
 
 from drivers.events import CommandReply, LineAcked
 from drivers.serial_link import PortLost, SerialLink
-from drivers.streamer import JobEnded, JobTracker, LinkLost, Progress, Streamer, count_job_lines
+from drivers.streamer import JobTracker, LinkLost, Progress, StreamEnded, Streamer, count_job_lines
 from tests.unit.test_streamer_fakes import EchoProtocol, PtyEcho
 
 JOB = ["; a comment line", "G28", "", *[f"G1 X{i} Y{i % 7} F1200 ; move {i}" for i in range(300)], "M84"]
@@ -58,10 +58,10 @@ def test_job_over_a_pty_sends_exactly_the_file_commands_and_completes(echo: PtyE
     streamer, rec, _ = make(echo.path)
     with streamer:
         streamer.start_job(JOB, name="cube.gcode")
-        ended = rec.wait_for(JobEnded)
+        ended = rec.wait_for(StreamEnded)
     wire = "".join(f"{line}\n" for line in WIRE_LINES).encode()
     assert bytes(echo.received) == wire
-    assert isinstance(ended, JobEnded)
+    assert isinstance(ended, StreamEnded)
     assert (ended.status, ended.kind, ended.name) == ("completed", "", "cube.gcode")
     assert ended.lines_acked == len(WIRE_LINES)
     assert ended.bytes_sent == len(wire)
@@ -69,7 +69,7 @@ def test_job_over_a_pty_sends_exactly_the_file_commands_and_completes(echo: PtyE
     final = rec.of(Progress)[-1]
     assert (final.percent, final.lines_acked, final.lines_total) == (100.0, len(WIRE_LINES), len(WIRE_LINES))
     assert final.eta_s == 0.0
-    # Every protocol event is passed on, in order, before the JobEnded it leads to.
+    # Every protocol event is passed on, in order, before the StreamEnded it leads to.
     acks = rec.of(LineAcked)
     assert [a.acked_lines for a in acks] == list(range(1, len(WIRE_LINES) + 1))
     assert rec.events.index(acks[-1]) < rec.events.index(ended)
@@ -81,12 +81,12 @@ def test_progress_is_rate_limited_and_ends_with_one_final_report(echo: PtyEcho) 
     streamer, rec, _ = make(echo.path, window=16)
     with streamer:
         streamer.start_job(JOB)
-        rec.wait_for(JobEnded)
+        rec.wait_for(StreamEnded)
     progress = rec.of(Progress)
     assert 1 <= len(progress) < len(WIRE_LINES) / 2
     assert [p.lines_acked for p in progress] == sorted(p.lines_acked for p in progress)
-    # The last one comes right before JobEnded and tells what was really executed.
-    assert rec.events[-2] is progress[-1] and isinstance(rec.events[-1], JobEnded)
+    # The last one comes right before StreamEnded and tells what was really executed.
+    assert rec.events[-2] is progress[-1] and isinstance(rec.events[-1], StreamEnded)
 
 
 @pytest.mark.timeout(20)
@@ -95,8 +95,8 @@ def test_silent_firmware_ends_the_job_by_the_protocol_timer(echo: PtyEcho) -> No
     streamer, rec, _ = make(echo.path, no_answer_s=0.3)
     with streamer:
         streamer.start_job(JOB)
-        ended = rec.wait_for(JobEnded)
-    assert isinstance(ended, JobEnded)
+        ended = rec.wait_for(StreamEnded)
+    assert isinstance(ended, StreamEnded)
     assert (ended.status, ended.kind, ended.lines_acked) == ("failed", "no_answer", 0)
     assert ended.duration_s >= 0.3
 
@@ -114,9 +114,9 @@ def test_port_lost_mid_job_fails_the_job_as_port_lost(echo: PtyEcho) -> None:
             with rec.cond:
                 rec.cond.wait(0.1)
         echo.close()
-        ended = rec.wait_for(JobEnded)
+        ended = rec.wait_for(StreamEnded)
         lost = rec.wait_for(LinkLost)
-    assert isinstance(ended, JobEnded) and isinstance(lost, LinkLost)
+    assert isinstance(ended, StreamEnded) and isinstance(lost, LinkLost)
     assert (ended.status, ended.kind) == ("failed", "port_lost")
     assert echo.path in ended.reason
     assert 0 < ended.lines_acked < len(WIRE_LINES)
@@ -130,8 +130,8 @@ def test_a_job_started_after_the_port_was_lost_fails_at_once(echo: PtyEcho) -> N
         streamer.send_command("M105")  # the write finds the port hung up
         rec.wait_for(LinkLost)
         streamer.start_job(JOB)
-        ended = rec.wait_for(JobEnded)
-    assert isinstance(ended, JobEnded)
+        ended = rec.wait_for(StreamEnded)
+    assert isinstance(ended, StreamEnded)
     assert (ended.status, ended.kind, ended.lines_acked) == ("failed", "port_lost", 0)
 
 
@@ -142,8 +142,8 @@ def test_cancel_ends_the_job_as_cancelled_and_stops_sending(echo: PtyEcho) -> No
         streamer.pause()
         streamer.start_job(JOB)
         streamer.cancel("member pressed stop")
-        ended = rec.wait_for(JobEnded)
-    assert isinstance(ended, JobEnded)
+        ended = rec.wait_for(StreamEnded)
+    assert isinstance(ended, StreamEnded)
     assert (ended.status, ended.kind, ended.reason) == ("cancelled", "cancelled", "member pressed stop")
     assert bytes(echo.received) == b""  # paused from the start, so no job line went out
 
@@ -168,8 +168,8 @@ def test_close_during_a_job_reports_it_ended(echo: PtyEcho) -> None:
     streamer, rec, _ = make(echo.path, no_answer_s=30)
     streamer.start_job(JOB)
     streamer.close()
-    ended = rec.wait_for(JobEnded, timeout=0)
-    assert isinstance(ended, JobEnded) and (ended.status, ended.kind) == ("failed", "host_closed")
+    ended = rec.wait_for(StreamEnded, timeout=0)
+    assert isinstance(ended, StreamEnded) and (ended.status, ended.kind) == ("failed", "host_closed")
 
 
 @pytest.mark.timeout(20)
@@ -185,8 +185,8 @@ def test_ports_without_a_file_descriptor_still_stream() -> None:
     streamer, rec, _ = make("loop://")
     with streamer:
         streamer.start_job(JOB)
-        ended = rec.wait_for(JobEnded)
-    assert isinstance(ended, JobEnded) and ended.status == "completed"
+        ended = rec.wait_for(StreamEnded)
+    assert isinstance(ended, StreamEnded) and ended.status == "completed"
     assert ended.lines_acked == len(WIRE_LINES)
 
 
@@ -232,9 +232,9 @@ def test_a_protocol_that_refuses_to_start_ends_the_job_with_its_reason(echo: Pty
     proto.start_job = refuse  # type: ignore[method-assign]
     with streamer:
         streamer.start_job(JOB)
-        ended = rec.wait_for(JobEnded)
+        ended = rec.wait_for(StreamEnded)
         assert not streamer.job_active
-    assert isinstance(ended, JobEnded)
+    assert isinstance(ended, StreamEnded)
     assert (ended.status, ended.kind) == ("failed", "rejected")
     assert "already cancelling" in ended.reason
 
@@ -249,9 +249,9 @@ def test_a_protocol_bug_ends_the_job_and_later_jobs_are_refused(echo: PtyEcho) -
     proto.data_to_send = broken  # type: ignore[method-assign]
     with streamer:
         streamer.start_job(JOB)
-        ended = rec.wait_for(JobEnded)
+        ended = rec.wait_for(StreamEnded)
         with pytest.raises(RuntimeError, match="bug in the protocol"):
             streamer.start_job(JOB)
-    assert isinstance(ended, JobEnded)
+    assert isinstance(ended, StreamEnded)
     assert (ended.status, ended.kind) == ("failed", "internal")
     assert "bug in the protocol" in ended.reason
