@@ -85,3 +85,11 @@ def secret_file_path(state_dir: Path, env: Mapping[str, str] | None = None) -> P
     """The lab's secret key file: `$FABNODE_SECRET_FILE`, else `secret.key` in the state directory."""
     override = _env(env).get("FABNODE_SECRET_FILE", "")
     return Path(override).expanduser() if override else state_dir / SECRET_FILE_NAME
+
+
+def resolve_config(cli_value: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The node's config file: `--config`, else `$FABNODE_CONFIG` (the installer's profile exports it)."""
+    if cli_value is not None:
+        return Path(cli_value).expanduser()
+    from_env = _env(env).get("FABNODE_CONFIG", "")
+    return Path(from_env).expanduser() if from_env else None

@@ -131,7 +131,7 @@ def analyze(
         profile = replace(profile, material=_material(profile, material, density, diameter, price))
         result = analyze_file(file, profile)
     except OSError as exc:
-        typer.echo(f"fabnode analyze: cannot read {file}: {exc.strerror or exc}", err=True)
+        typer.echo(f"fabnode: cannot read {file}: {exc.strerror or exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(result.to_json()))

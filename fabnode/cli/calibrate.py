@@ -37,7 +37,8 @@ app = typer.Typer(help="Calibration routines for technicians (never during a mem
 Port = Annotated[str | None, typer.Option("--port", help="Serial port or URL (default: the config's).")]
 Firmware = Annotated[str | None, typer.Option("--firmware", help="marlin or grbl (default: the config's).")]
 Baud = Annotated[int | None, typer.Option("--baud", help="Baud rate (default: the config's, else 115200).")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="The node's config file.")]
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="The node's config file (default: $FABNODE_CONFIG).", show_default=False)]
 StateDir = Annotated[Path | None, typer.Option(
     "--state-dir", help="The node's state dir (finds the daemon's control socket).", show_default=False)]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes / the default to every question.")]

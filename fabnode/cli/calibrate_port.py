@@ -16,9 +16,10 @@ from typing import Any
 
 from drivers.events import CommandReply, Temperatures
 from drivers.serial_link import PortLost, SerialLink
-from drivers.streamer import JobEnded, LinkLost, Progress, Streamer
+from drivers.streamer import LinkLost, Progress, StreamEnded, Streamer
 from fabnode.cli.console import format_temperatures
-from fabnode.cli.stream import ProgressBar, make_protocol
+from fabnode.cli.firmware_link import make_protocol
+from fabnode.cli.stream import ProgressBar
 from fabnode.machine.profile import SAFE_NOW
 from fabnode.node.control import ControlError, request
 from fabnode.technician.calibrate import CalibrationError, JobResult, Reply
@@ -48,7 +49,7 @@ class FirmwareChannel:
         self._replies: list[CommandReply] = []
         self._temps: Temperatures | None = None
         self._progress: Progress | None = None
-        self._ended: JobEnded | None = None
+        self._ended: StreamEnded | None = None
         self._lost: LinkLost | None = None
         self._show_temps = show_temperatures
         self._sent = 0  # commands sent; their replies are counted in _replies
@@ -63,7 +64,7 @@ class FirmwareChannel:
                 self._temps = event
             elif isinstance(event, Progress):
                 self._progress = event
-            elif isinstance(event, JobEnded):
+            elif isinstance(event, StreamEnded):
                 self._ended = event
             elif isinstance(event, LinkLost):
                 self._lost = event

@@ -15,12 +15,13 @@ from typing import Any, Protocol
 
 import typer
 
+from fabnode.cli import exits
 from fabnode.cli.calibrate_port import DaemonChannel, FirmwareChannel, MachineBusy, NoAnswer, PortGone
-from fabnode.cli.stream import FIRMWARES, connect, make_protocol
+from fabnode.cli.firmware_link import FIRMWARES, connect, make_protocol
 from fabnode.config.settings import Config, ConfigError, load_config
 from fabnode.node.control import ControlError, request
 from fabnode.node.wiring import make_protocol as node_protocol
-from fabnode.paths import control_socket_path, resolve_state_dir
+from fabnode.paths import control_socket_path, resolve_config, resolve_state_dir
 from fabnode.technician.calibrate import (
     Ask,
     CalibrationError,
@@ -36,14 +37,14 @@ from fabnode.technician.calibrate import (
 )
 from fabnode.technician.toml_edit import MaterialEditError, set_material_laser
 
-EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_NO_DAEMON = 1, 2, 3, 4
-EXIT_NO_ANSWER, EXIT_PORT, EXIT_INTERRUPTED = 8, 9, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_NO_DAEMON = exits.FAILED, exits.USAGE, exits.BUSY, exits.NO_DAEMON
+EXIT_NO_ANSWER, EXIT_PORT, EXIT_INTERRUPTED = exits.NO_ANSWER, exits.PORT, exits.INTERRUPTED
 EXIT_HELP = (
-    "Exit codes: 0 done; 1 the routine failed or was refused (the firmware refused a command, no probe, "
-    "a measurement out of bounds, the technician said no); 2 bad usage or config; 3 a member's session "
-    "or a job is open on the machine; 4 no fabnode daemon runs (relay, leds, inputs, badge without "
-    "--uid); 8 no answer; "
-    "9 serial port could not be opened or was lost; 130 Ctrl-C (heaters/beam switched off first)."
+    f"Exit codes: 0 done; 1 the routine failed or was refused (the firmware refused a command, no probe, "
+    f"a measurement out of bounds, the technician said no); 2 bad usage or config; {EXIT_BUSY} a member's "
+    f"session or a job is open on the machine; {EXIT_NO_DAEMON} no fabnode daemon runs (relay, leds, "
+    f"inputs, badge without --uid); {EXIT_NO_ANSWER} no answer; {EXIT_PORT} serial port could not be "
+    f"opened or was lost; 130 Ctrl-C (heaters/beam switched off first)."
 )
 MAX_TRIES = 3
 
@@ -76,6 +77,7 @@ class Common:
 
     def load(self) -> Common:
         """Read the config (exit 2 on a bad one) and fill port, firmware and baud from it."""
+        self.config_path = resolve_config(self.config_path)
         if self.config_path is not None:
             try:
                 self.config = load_config(self.config_path)
@@ -105,8 +107,7 @@ class Common:
 
 def fail(message: str, code: int) -> None:
     """`fabnode: <message>` on stderr, exit `code`."""
-    typer.echo(f"fabnode: {message}", err=True)
-    raise typer.Exit(code)
+    exits.fail(message, code)
 
 
 # --- the daemon ------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """`fabnode doctor`: check the node's config, serial port and firmware, reader, GPIO, broker, database,
-disk, clock and USB-serial latency; one line per check; exit 0 when nothing FAILs (1 otherwise).
+disk, clock and USB-serial latency; one line per check; exit 0 when nothing FAILs (1 otherwise, and
+when there is no config to check: pass --config or set FABNODE_CONFIG). It only reads: no database,
+secret or file is created.
 
 The checks are fabnode.technician.doctor; this module gives them the drivers (serial port, GPIO, reader).
 """
@@ -10,18 +12,20 @@ import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fabnode.cli.calibrate_port import FirmwareChannel, NoAnswer, open_channel
-from fabnode.cli.calibrate_run import daemon_status
-from fabnode.config.settings import Config
-from fabnode.paths import control_socket_path, resolve_state_dir
+from fabnode.cli import exits
+from fabnode.paths import control_socket_path, resolve_config, resolve_state_dir
 from fabnode.technician import doctor as d
-from fabnode.technician.calibrate import Reply
 
-EXIT_FAILED = 1
+if TYPE_CHECKING:
+    from fabnode.cli.calibrate_port import FirmwareChannel
+    from fabnode.config.settings import Config
+    from fabnode.technician.calibrate import Reply
+
+EXIT_FAILED = exits.FAILED
 PI_MODEL = Path("/proc/device-tree/model")
 
 
@@ -34,6 +38,8 @@ class PortSession:
 
     def ask(self, line: str, timeout_s: float) -> Reply | None:
         """The reply to `line`, or None after timeout_s."""
+        from fabnode.cli.calibrate_port import NoAnswer
+
         try:
             return self.channel.command(line, timeout_s)
         except NoAnswer:
@@ -48,6 +54,8 @@ def session_opener(greeting_timeout_s: float) -> Callable[[str, int, str], d.Fir
     """Open a port and wait (bounded) for the board's greeting; PortGone when it won't open."""
 
     def open_session(port: str, baud: int, firmware: str) -> d.FirmwareSession:
+        from fabnode.cli.calibrate_port import open_channel
+
         channel, greeted = open_channel(port, baud, firmware, greeting_timeout_s)
         return PortSession(channel, greeted)
 
@@ -84,6 +92,8 @@ def reader_probe() -> Callable[[str], None] | None:
 
 def daemon_check(state_dir: Path) -> tuple[d.Check, dict[str, Any] | None]:
     """Whether the daemon answers on its control socket (it then holds the serial port)."""
+    from fabnode.cli.calibrate_run import daemon_status
+
     path = control_socket_path(state_dir)
     status = daemon_status(path)
     if status is None:
@@ -127,7 +137,8 @@ def _serial_checks(config: Config | None, status: dict[str, Any] | None,
 
 
 def doctor(
-    config: Annotated[Path | None, typer.Option("--config", help="The node's config file.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="The node's config file (default: $FABNODE_CONFIG).", show_default=False)] = None,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="The node's state dir (database, control socket).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
@@ -137,8 +148,9 @@ def doctor(
     clock_command: Annotated[str, typer.Option("--clock-command", hidden=True)] = " ".join(d.CLOCK_COMMAND),
 ) -> None:
     """Check that this node is ready: PASS/WARN/FAIL/SKIP per check with what to do; exit 1 on a FAIL."""
-    checks = run_checks(config, state_dir, timeout_s=timeout, min_free_bytes=int(min_free_mb * 2**20),
-                        sysfs=sysfs, clock_command=clock_command.split())
+    checks = run_checks(resolve_config(config), state_dir, timeout_s=timeout,
+                        min_free_bytes=int(min_free_mb * 2**20), sysfs=sysfs,
+                        clock_command=clock_command.split())
     ok = d.all_passed(checks)
     if json_out:
         typer.echo(json.dumps({"ok": ok, "checks": [c.as_dict() for c in checks]}))
@@ -151,4 +163,4 @@ def doctor(
 
 def register(app: typer.Typer) -> None:
     """Add `doctor` to the app."""
-    app.command("doctor")(doctor)
+    app.command("doctor", epilog=exits.help_text(exits.OK, exits.FAILED, exits.USAGE))(doctor)

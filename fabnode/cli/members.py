@@ -16,12 +16,15 @@ from typing import Annotated
 
 import typer
 
-from fabnode.cli.usage import StateDirOption, parse_day
+from fabnode.cli import exits
+from fabnode.cli.usage import StateDirOption, open_existing_log, parse_day
 from fabnode.paths import ensure_state_dir, resolve_state_dir, secret_file_path, usage_db_path
 from fabnode.records import members as access
-from fabnode.tables import render_table
 from fabnode.records.usage import UsageLog, UsageLogError
+from fabnode.tables import render_table
 
+NewLabOption = Annotated[bool, typer.Option(
+    "--new-lab", help="Start a new lab when the state dir has none: create it and the lab's secret.")]
 BadgeOption = Annotated[
     str,
     typer.Option(
@@ -33,16 +36,35 @@ BadgeOption = Annotated[
 
 
 @contextmanager
-def _lab(state_dir: Path | None, need_secret: bool = True) -> Iterator[tuple[UsageLog, bytes]]:
-    """The usage log and the lab's secret, with every expected error turned into `error: ...`, exit 1."""
+def _lab(state_dir: Path | None, need_secret: bool = True, may_start: bool = False, new_lab: bool = False
+         ) -> Iterator[tuple[UsageLog, bytes]]:
+    """The usage log and the lab's secret, every expected error as `fabnode: ...`, exit 1.
+
+    Only `add` and `import` (may_start) start a usage log, and only in a state dir that exists (or
+    with --new-lab): a mistyped or missing --state-dir must not quietly found a second lab with a new
+    secret, whose badges no node of the real lab would know.
+    """
+    folder = resolve_state_dir(state_dir)
+    db = usage_db_path(folder)
+    secret_file = secret_file_path(folder)
+    if not db.exists() and not (may_start and (new_lab or folder.is_dir())):
+        exits.fail(_no_lab(folder, adding=may_start), exits.FAILED)
     try:
-        folder = ensure_state_dir(resolve_state_dir(state_dir))
-        secret = access.load_secret(secret_file_path(folder)) if need_secret else b""
-        with UsageLog.open(usage_db_path(folder)) as log:
+        if need_secret and not secret_file.exists():
+            ensure_state_dir(folder)
+            exits.error(f"starting a new lab: its secret is {secret_file} (copy it to every node of the lab)")
+        secret = access.load_secret(secret_file) if need_secret else b""
+        with UsageLog.open(db) as log:
             yield log, secret
     except (access.AccessError, UsageLogError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        exits.fail(str(exc), exits.FAILED)
+
+
+def _no_lab(folder: Path, adding: bool) -> str:
+    what = f"no state dir at {folder}" if not folder.exists() else f"no usage log at {usage_db_path(folder)}"
+    hint = "; to start a new lab there, add --new-lab" if adding else ""
+    return (f"{what}: give the node's --state-dir (or set FABNODE_STATE_DIR; the service keeps it in "
+            f"/var/lib/fabnode){hint}")
 
 
 def _read_badge(value: str) -> str:
@@ -50,8 +72,7 @@ def _read_badge(value: str) -> str:
         return value
     line = sys.stdin.readline().strip()
     if not line:
-        typer.echo("error: --badge -: nothing on stdin", err=True)
-        raise typer.Exit(1)
+        exits.fail("--badge -: nothing on stdin", exits.FAILED)
     return line
 
 
@@ -94,10 +115,11 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--role", help="member or technician (uses every machine).")
         ] = "member",
         state_dir: StateDirOption = None,
+        new_lab: NewLabOption = False,
     ) -> None:
         """Add a member with their badge (a removed member of that name is re-admitted)."""
         uid = _read_badge(badge)
-        with _lab(state_dir) as (log, secret):
+        with _lab(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
             access.add_member(log.db, secret, name, uid, role, now=datetime.now(UTC))
             prefix = access.badge_hash(secret, uid)[:8]
         typer.echo(f"added {role} {name.strip()!r}, badge {prefix}")
@@ -155,7 +177,7 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOption = None,
     ) -> None:
         """List members, their role, badge (hash prefix) and trainings."""
-        with _lab(state_dir, need_secret=False) as (log, _):
+        with open_existing_log(state_dir) as log:
             rows = access.list_members(log.db, include_removed=show_all)
         if as_json:
             typer.echo(json.dumps([_member_json(m) for m in rows], indent=2))
@@ -179,8 +201,9 @@ def _register_import(members: typer.Typer) -> None:
     def import_(
         file: Annotated[Path, typer.Argument(help="CSV file; see config/members-example.csv.")],
         state_dir: StateDirOption = None,
+        new_lab: NewLabOption = False,
     ) -> None:
-        with _lab(state_dir) as (log, secret):
+        with _lab(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
             report = access.import_members(log.db, secret, file, now=datetime.now(UTC))
         for line, reason in report.errors:
             typer.echo(f"{file}:{line}: {reason}", err=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import signal
 import socket
@@ -10,16 +13,14 @@ import threading
 from datetime import date
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fabnode.config.settings import check_broker_url
-from fabnode.region.collector import Collector, CollectorConfig, subscription
-from fabnode.region.plot import write_hours_chart
-from fabnode.region.report import build_report, report_csv, report_json, report_table
-from fabnode.region.store import RegionStore, RegionStoreError
-from fabnode.tables import render_table
+from fabnode.cli import exits
+
+if TYPE_CHECKING:
+    from fabnode.region.store import RegionStore
 
 DbOption = Annotated[
     str, typer.Option("--db", help="The region store: an SQLite file, or a postgresql://user@host/db URL.")
@@ -27,15 +28,35 @@ DbOption = Annotated[
 
 
 def _open_store(db: str, create: bool) -> RegionStore:
-    """Open the store, or exit 1 with the reason; a report never creates an empty SQLite file."""
+    """Open the store, or exit 1 with the reason. Only the collector (create) makes a store: a report
+    never creates an SQLite file, nor the region's tables in whatever database it is given."""
+    from fabnode.region.sql import open_database
+    from fabnode.region.store import RegionStore, RegionStoreError
+
     if not create and "://" not in db and not Path(db).exists():
-        typer.echo(f"error: no region store at {db}", err=True)
-        raise typer.Exit(1)
+        exits.fail(f"no region store at {db}: give the file `fabnode collect --db` writes to", exits.FAILED)
     try:
-        return RegionStore.open(db)
+        if create:
+            return RegionStore.open(db)
+        database = open_database(db)
     except RegionStoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        exits.fail(str(exc), exits.FAILED)
+    try:
+        database.execute("SELECT value FROM region_meta WHERE key = 'schema_version'")
+    except Exception:  # no such table: sqlite3 and psycopg each say it their own way
+        database.close()
+        exits.fail(f"{_shown(db)} holds no region store (no region_meta table): give the database "
+                   "`fabnode collect --db` writes to; nothing was created", exits.FAILED)
+    return RegionStore(database, db)
+
+
+def _shown(db: str) -> str:
+    """The database as it may be printed: a URL without its password."""
+    if "://" not in db or "@" not in db:
+        return db
+    scheme, _, rest = db.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
 
 
 def _parse_day(value: str | None) -> date | None:
@@ -94,6 +115,9 @@ def collect(
     ] = 7 * 86400,
 ) -> None:
     """Subscribe to every node's telemetry, store each record once, acknowledge it end to end."""
+    from fabnode.config.settings import check_broker_url
+    from fabnode.region.collector import Collector, CollectorConfig, subscription
+
     check_broker_url(broker, lambda msg: typer.BadParameter(msg, param_hint="'--broker'"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     config = CollectorConfig(
@@ -105,7 +129,7 @@ def collect(
     )  # fmt: skip
     store = _open_store(db, create=True)
     if group and store.dialect == "sqlite":
-        typer.echo("warning: collectors sharing an SQLite file take turns writing; use PostgreSQL", err=True)
+        exits.error("warning: collectors sharing an SQLite file take turns writing; use PostgreSQL")
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -138,6 +162,8 @@ def report(
     ] = None,
 ) -> None:
     """Per lab and machine: hours in use, jobs and outcomes, filament, laser hours, members, gaps."""
+    from fabnode.region.report import build_report, report_csv, report_json, report_table
+
     if as_csv and as_json:
         raise typer.BadParameter("choose one of --csv and --json", param_hint="'--csv' / '--json'")
     day = _parse_day(since)
@@ -147,11 +173,12 @@ def report(
     finally:
         store.close()
     if plot is not None:
+        from fabnode.region.plot import write_hours_chart
+
         try:
             write_hours_chart(plot, result.weeks)
         except OSError as exc:
-            typer.echo(f"error: cannot write {plot}: {exc.strerror}", err=True)
-            raise typer.Exit(1) from None
+            exits.fail(f"cannot write {plot}: {exc.strerror}", exits.FAILED)
     if as_json:
         typer.echo(report_json(result))
     elif as_csv:
@@ -163,8 +190,12 @@ def report(
 def rejected(
     db: DbOption,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Show the last N.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: one object per message.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV: one row per message.")] = False,
 ) -> None:
     """The messages set aside as invalid, newest first: when, topic, why, first bytes."""
+    if as_csv and as_json:
+        raise typer.BadParameter("choose one of --csv and --json", param_hint="'--csv' / '--json'")
     store = _open_store(db, create=False)
     try:
         rows = store.query(
@@ -172,9 +203,23 @@ def rejected(
         )
     finally:
         store.close()
+    keys = ["received", "topic", "reason", "bytes", "first_bytes"]
+    if as_json:
+        objects = [dict(zip(keys, (str(r[0]), r[1], r[2], r[3], r[4]), strict=True)) for r in rows]
+        typer.echo(json.dumps(objects))
+        return
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(keys)
+        writer.writerows([str(r[0]), r[1], r[2], r[3], r[4]] for r in rows)
+        typer.echo(out.getvalue(), nl=False)
+        return
     if not rows:
         typer.echo("no rejected messages")
         return
+    from fabnode.tables import render_table
+
     table = [
         [str(r[0]), str(r[1]), str(r[2])[:60], str(r[3]), str(r[4])[:40].replace("\n", " ")] for r in rows
     ]

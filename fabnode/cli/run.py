@@ -19,19 +19,19 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from fabnode.cli import exits
 from fabnode.config.settings import Config, ConfigError, check_broker_url, load_config
-from fabnode.paths import ensure_state_dir, resolve_state_dir
+from fabnode.paths import ensure_state_dir, resolve_config, resolve_state_dir
 
 FIRMWARES = ("marlin", "grbl")
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"fabnode run: {message}", err=True)
-    raise typer.Exit(code)
+def _fail(message: str, code: int) -> NoReturn:
+    exits.fail(message, code)
 
 
 def _reader(config_file: Path, simulate: bool, firmware: str | None, folder: Path,
@@ -80,7 +80,8 @@ def _with_broker(config: Config, broker: str | None) -> Config:
 
 
 def run(
-    config_file: Annotated[Path | None, typer.Option("--config", help="The node's TOML config.")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="The node's TOML config (default: $FABNODE_CONFIG).", show_default=False)] = None,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Database and control socket (default: $FABNODE_STATE_DIR, the config's, "
                             "then the system or user state dir).")] = None,
@@ -98,6 +99,7 @@ def run(
     """Run the node: badge access, relay, job streaming, usage log (until SIGTERM)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
+    config_file = resolve_config(config_file)
     if firmware is not None and firmware not in FIRMWARES:
         _fail(f"--firmware {firmware!r}: use marlin or grbl", 2)
     if firmware is not None and not simulate:
@@ -124,9 +126,9 @@ def run(
     try:
         daemon.run()
     except Exception as exc:
-        _fail(f"stopped by an error: {exc}", 1)
+        _fail(f"stopped by an error: {exc}", exits.FAILED)
 
 
 def register(app: typer.Typer) -> None:
     """Add `fabnode run`."""
-    app.command("run")(run)
+    app.command("run", epilog=exits.help_text(exits.OK, exits.FAILED, exits.USAGE))(run)

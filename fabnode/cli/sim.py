@@ -36,11 +36,25 @@ class _Simulator(Protocol):
 Baud = Annotated[int, typer.Option("--baud", help="Wire speed; bytes take 10 bit times.")]
 LatencyMs = Annotated[float, typer.Option("--latency-ms", help="One-way latency, ms.")]
 RxBuffer = Annotated[int, typer.Option("--rx-buffer", help="Firmware RX buffer, bytes (drops past it).")]
-TimeScale = Annotated[float, typer.Option("--time-scale", help="Physical time factor (0: instant).")]
+SimSpeed = Annotated[float | None, typer.Option(
+    "--sim-speed", min=0.0, help="Machine time runs this many times faster than real time (0: instant), "
+                                 "as `fabnode run --sim-speed`.", show_default="1")]
+TimeScale = Annotated[float | None, typer.Option(
+    "--time-scale", min=0.0, help="Old spelling: seconds of simulated time per machine second (smaller is "
+                                  "faster, 0: instant); --sim-speed X is --time-scale 1/X.", hidden=True)]
 Noise = Annotated[float, typer.Option("--noise", help="Fraction of host lines with one corrupted byte.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the noise and other randomness.")]
 Record = Annotated[Path | None, typer.Option("--record", help="Write executed commands here, one a line.")]
 AtLine = Annotated[int | None, typer.Option(help="Fire this fault at the line with this number.")]
+
+
+def time_factor(sim_speed: float | None, time_scale: float | None) -> float:
+    """The simulators' time_scale from `--sim-speed` (bigger is faster) or its old spelling `--time-scale`."""
+    if sim_speed is not None and time_scale is not None:
+        raise typer.BadParameter("give --sim-speed or --time-scale, not both", param_hint="'--sim-speed'")
+    if sim_speed is not None:
+        return 0.0 if sim_speed == 0 else 1.0 / sim_speed
+    return 1.0 if time_scale is None else time_scale
 
 
 def _parse_action(value: str | None) -> tuple[int, str] | None:
@@ -79,7 +93,8 @@ def marlin(
     baud: Baud = 115200,
     latency_ms: LatencyMs = 1.0,
     rx_buffer: RxBuffer = 128,
-    time_scale: TimeScale = 1.0,
+    sim_speed: SimSpeed = None,
+    time_scale: TimeScale = None,
     noise: Noise = 0.0,
     seed: Seed = 0,
     record: Record = None,
@@ -101,7 +116,7 @@ def marlin(
         baud=baud,
         latency_s=latency_ms / 1000.0,
         rx_buffer=rx_buffer,
-        time_scale=time_scale,
+        time_scale=time_factor(sim_speed, time_scale),
         noise=noise,
         seed=seed,
         record=record,
@@ -122,7 +137,8 @@ def grbl(
     baud: Baud = 115200,
     latency_ms: LatencyMs = 1.0,
     rx_buffer: RxBuffer = 128,
-    time_scale: TimeScale = 1.0,
+    sim_speed: SimSpeed = None,
+    time_scale: TimeScale = None,
     noise: Noise = 0.0,
     seed: Seed = 0,
     record: Record = None,
@@ -143,7 +159,7 @@ def grbl(
         baud=baud,
         latency_ms=latency_ms,
         rx_buffer=rx_buffer,
-        time_scale=time_scale,
+        time_scale=time_factor(sim_speed, time_scale),
         noise=noise,
         seed=seed,
         record=record,

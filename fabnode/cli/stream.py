@@ -1,7 +1,7 @@
-"""`fabnode stream`: send one G-code file to the firmware with progress, then a summary.
+"""`fabnode stream`: check one G-code file (preflight), send it to the firmware with progress, summarise.
 
-The exit codes are in EXIT_HELP (shown by `fabnode stream --help`). The `console` verb lives in
-fabnode/cli/console.py and is registered from here.
+The exit codes are fabnode.cli.exits (EXIT_HELP is shown by `fabnode stream --help`). The serial
+port is opened by fabnode.cli.firmware_link, as `console` and calibration open it.
 """
 
 from __future__ import annotations
@@ -11,31 +11,31 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 import typer
 
-from drivers.events import HostActionRequested, JobState, LineAcked
-from drivers.hostproto import HostProtocol
-from drivers.serial_link import PortLost, SerialLink
-from drivers.streamer import JobEnded, Progress, Streamer, count_job_lines
+from drivers.events import HostActionRequested, JobState, LineAcked, Temperatures
+from drivers.streamer import Progress, StreamEnded, Streamer, count_job_lines
+from fabnode.cli import exits
+from fabnode.cli.firmware_link import FIRMWARES, check_firmware, connect, fail, make_protocol, probe_command
 
+__all__ = ["EXIT_CODES", "FIRMWARES", "ProgressBar", "connect", "fail", "make_protocol", "probe_command"]
+
+# How a job ended -> its exit code (the table is fabnode.cli.exits, also in README.md).
 EXIT_CODES = {
-    "completed": 0, "cancelled": 1, "halted": 3, "thermal": 4, "reset": 5, "alarm": 6, "error": 7,
-    "no_answer": 8, "port_lost": 9, "internal": 11, "host_closed": 11, "rejected": 11,
+    "completed": exits.OK, "cancelled": exits.FAILED, "halted": exits.HALTED, "thermal": exits.THERMAL,
+    "reset": exits.RESET, "alarm": exits.ALARM, "error": exits.REFUSED_LINE, "no_answer": exits.NO_ANSWER,
+    "port_lost": exits.PORT, "internal": exits.INTERNAL, "host_closed": exits.INTERNAL,
+    "rejected": exits.INTERNAL,
 }
-EXIT_INTERRUPTED = 130
-EXIT_HELP = (
-    "Exit codes: 0 every line of the file was acknowledged; 1 cancelled (printer screen, "
-    "--cancel-after-lines); 2 bad usage or unreadable file; 3 printer halted; 4 thermal protection; "
-    "5 firmware reset during the job; 6 GRBL alarm; 7 firmware refused a line (GRBL error); 8 no answer; "
-    "9 port could not be opened or was lost; 11 fabnode's own fault; 130 Ctrl-C (job stopped safely first)."
-)
-FIRMWARES = ("marlin", "grbl")
+EXIT_INTERRUPTED = exits.INTERRUPTED
+EXIT_HELP = exits.help_text(exits.OK, exits.FAILED, exits.USAGE, exits.HALTED, exits.THERMAL, exits.RESET,
+                            exits.ALARM, exits.REFUSED_LINE, exits.NO_ANSWER, exits.PORT, exits.INTERNAL,
+                            exits.INTERRUPTED)
 # What a technician should do next, by how the job ended.
 ADVICE = {
     "halted": "printer halted: check it, then reset or power-cycle it (M999 may clear a halt)",
@@ -47,67 +47,11 @@ ADVICE = {
     "port_lost": "the serial port was lost: check the USB cable and the machine's power",
     "cancelled": "job cancelled",
 }
-
-
-def make_protocol(firmware: str, *, rx_window: int | None = None, answer_timeout_s: float | None = None
-                  ) -> HostProtocol:
-    """The host protocol for this firmware; rx_window and answer_timeout_s override its defaults."""
-    if firmware == "grbl":
-        from drivers.grbl.host import GrblHost
-
-        grbl_kw: dict[str, float] = {}
-        if rx_window is not None:
-            grbl_kw["rx_buffer_bytes"] = rx_window
-        if answer_timeout_s is not None:
-            grbl_kw["no_answer_after_s"] = answer_timeout_s
-        return GrblHost(**grbl_kw)  # type: ignore[arg-type]
-    if firmware == "marlin":
-        from drivers.marlin.host import MarlinHost
-
-        marlin_kw: dict[str, float] = {}
-        if rx_window is not None:
-            marlin_kw["rx_window_bytes"] = rx_window
-        if answer_timeout_s is not None:
-            # Poke (M105) well before giving up, so a lost `ok` is not taken for silence.
-            marlin_kw.update(no_answer_after_s=answer_timeout_s, poke_after_s=answer_timeout_s / 3)
-        return MarlinHost(**marlin_kw)  # type: ignore[arg-type]
-    raise typer.BadParameter(f"unknown firmware {firmware!r}; use one of {', '.join(FIRMWARES)}")
-
-
-def probe_command(firmware: str) -> str:
-    """A harmless command whose answer proves the firmware listens (GRBL: a status query)."""
-    return "?" if firmware == "grbl" else "M105"
-
-
-def connect(port: str, baud: int, protocol: HostProtocol, firmware: str,
-            on_event: Callable[[object], None], greeting_timeout_s: float) -> Streamer:
-    """Open the port and wait for the greeting a board gives after its reset-on-open (bounded).
-
-    No greeting in time: probe once (a board that does not reset on open answers at once);
-    still nothing: typer.Exit with the no-answer code. PortLost: the port-lost code.
-    """
-    try:
-        streamer = Streamer(SerialLink(port, baud), protocol, on_event)
-    except PortLost as exc:
-        fail(f"cannot open {port}: {exc.reason}", EXIT_CODES["port_lost"])
-    if streamer.wait_ready(greeting_timeout_s):
-        return streamer
-    streamer.send_command(probe_command(firmware))
-    if streamer.wait_ready(max(1.0, greeting_timeout_s)) and streamer.lost is None:
-        return streamer
-    lost = streamer.lost
-    streamer.close()
-    if lost is not None:
-        fail(f"{port}: {lost.reason}", EXIT_CODES["port_lost"])
-    fail(f"no answer from the firmware on {port} at {baud} baud: no greeting within "
-         f"{greeting_timeout_s:g} s and no reply to {probe_command(firmware)!r} "
-         f"(wrong port, baud rate or firmware?)", EXIT_CODES["no_answer"])
-
-
-def fail(message: str, code: int) -> NoReturn:
-    """Print a clear message on stderr and leave with `code`."""
-    typer.echo(f"fabnode: {message}", err=True)
-    raise typer.Exit(code)
+# A heater this far below its target while no line is acknowledged: the firmware waits for it (M109/M190).
+HEATING_MARGIN_C = 3.0
+STALLED_S = 1.0
+# Piped output (a log, CI): one progress line this often at most, or at each further 10 %.
+PIPED_EVERY_S = 30.0
 
 
 @dataclass
@@ -117,15 +61,21 @@ class JobWatch:
     cancel_after_lines: int | None = None
     streamer: Streamer | None = None
     progress: Progress | None = None
-    ended: JobEnded | None = None
+    ended: StreamEnded | None = None
     notes: list[str] = field(default_factory=list)  # for the technician, printed by the main thread
     done: threading.Event = field(default_factory=threading.Event)
+    temperatures: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    progress_at: float = field(default_factory=time.monotonic)  # when the last line was acknowledged
     _cancel_sent: bool = False
 
     def __call__(self, event: object) -> None:
         if isinstance(event, Progress):
+            if self.progress is None or event.lines_acked != self.progress.lines_acked:
+                self.progress_at = time.monotonic()
             self.progress = event
-        elif isinstance(event, JobEnded):
+        elif isinstance(event, Temperatures):
+            self.temperatures = dict(event.readings)
+        elif isinstance(event, StreamEnded):
             self.ended = event
             self.done.set()
         elif isinstance(event, HostActionRequested):
@@ -140,29 +90,45 @@ class JobWatch:
         reached = limit is not None and event.acked_lines >= limit
         return reached and not self._cancel_sent and self.streamer is not None
 
+    def heating(self, now: float) -> str | None:
+        """`T 152/210 °C` while the firmware waits for a heater (no line acknowledged lately), else None."""
+        if now - self.progress_at < STALLED_S:
+            return None
+        cold = [f"{name} {actual:.0f}/{target:.0f} °C" for name, (actual, target) in self.temperatures.items()
+                if target is not None and target > 0 and actual < target - HEATING_MARGIN_C]
+        return ", ".join(cold) or None
+
 
 class ProgressBar:
-    """Plain-text progress on stderr: redrawn in place on a terminal, a line a second otherwise."""
+    """Plain-text progress on stderr: redrawn in place on a terminal; piped, a line per 10 % or 30 s."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, quiet: bool = False) -> None:
         self.out = out
+        self.quiet = quiet
         self.tty = out.isatty()
         self._last = float("-inf")
-        self._drawn: Progress | None = None
+        self._last_tenth = -1
+        self._drawn: tuple[Progress, str | None] | None = None
 
-    def update(self, p: Progress | None, force: bool = False) -> None:
-        """Show `p` unless it was just shown."""
-        if p is None or p is self._drawn:
+    def update(self, p: Progress | None, force: bool = False, heating: str | None = None) -> None:
+        """Show `p` (or that the firmware is heating) unless it was just shown."""
+        if p is None or self.quiet or self._drawn == (p, heating):
             return
         now = time.monotonic()
-        if not force and not self.tty and now - self._last < 1.0:
+        tenth = int(p.percent // 10)
+        due = tenth > self._last_tenth or now - self._last >= PIPED_EVERY_S
+        if not force and not self.tty and not due:
             return
-        self._last, self._drawn = now, p
+        self._last, self._last_tenth, self._drawn = now, tenth, (p, heating)
         filled = int(p.percent / 5)
-        eta = "--:--" if p.eta_s is None else _clock(p.eta_s)
-        text = (f"[{'#' * filled}{'.' * (20 - filled)}] {p.percent:5.1f}%  {p.lines_acked}/{p.lines_total} "
-                f"lines  {p.lines_per_s:5.0f} lines/s  elapsed {_clock(p.elapsed_s)}  ETA {eta}")
-        self.out.write(f"\r{text}" if self.tty else f"{text}\n")
+        if heating is not None:
+            rate = f"heating ({heating})"
+        else:
+            eta = "--:--" if p.eta_s is None else _clock(p.eta_s)
+            rate = f"{p.lines_per_s:5.0f} lines/s  elapsed {_clock(p.elapsed_s)}  ETA {eta}"
+        bar = f"[{'#' * filled}{'.' * (20 - filled)}]"
+        text = f"{bar} {p.percent:5.1f}%  {p.lines_acked}/{p.lines_total} lines  {rate}"
+        self.out.write(f"\r{text}\x1b[K" if self.tty else f"{text}\n")
         self.out.flush()
 
     def finish(self) -> None:
@@ -194,7 +160,11 @@ def _number(obj: object, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def summary(path: Path, ended: JobEnded, total: int, baud: int, interrupted: bool,
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summary(path: Path, ended: StreamEnded, total: int, baud: int, interrupted: bool,
             figures: tuple[float | None, float | None]) -> dict[str, object]:
     """The job's summary, with the keys `--json` promises."""
     wire_bytes_per_s = baud / 10
@@ -202,10 +172,11 @@ def summary(path: Path, ended: JobEnded, total: int, baud: int, interrupted: boo
     code = EXIT_INTERRUPTED if interrupted and ended.status != "completed" else EXIT_CODES.get(
         ended.kind or ended.status, EXIT_CODES["internal"])
     return {
-        "file": str(path), "status": ended.status, "kind": ended.kind, "reason": ended.reason,
+        "file": str(path), "status": ended.status, "kind": ended.kind or None, "reason": ended.reason or None,
         "lines": total, "lines_acked": ended.lines_acked, "bytes": ended.bytes_sent,
         "resends": ended.resends, "duration_s": round(ended.duration_s, 3),
-        "last_line": ended.last_line_no, "filament_mm": figures[0], "laser_on_s": figures[1],
+        "last_line": ended.last_line_no or None,
+        "filament_mm": _rounded(figures[0]), "laser_on_s": _rounded(figures[1]),
         "efficiency": None if efficiency is None else round(efficiency, 4), "exit_code": code,
     }
 
@@ -214,9 +185,9 @@ def print_summary(info: dict[str, object]) -> None:
     """The human summary on stdout; a failure's meaning on stderr."""
     lines = [
         f"{info['file']}: {info['status']}, {info['lines_acked']}/{info['lines']} lines acknowledged "
-        f"(last file line {info['last_line']})",
+        f"(last file line {info['last_line'] or '-'})",
         f"  {info['bytes']} bytes in {info['duration_s']} s, {info['resends']} resends, "
-        f"wire efficiency {info['efficiency']}",
+        f"wire efficiency {'-' if info['efficiency'] is None else info['efficiency']}",
     ]
     if info["filament_mm"]:
         lines.append(f"  filament {info['filament_mm']:.1f} mm")
@@ -229,8 +200,8 @@ def explain(info: dict[str, object]) -> None:
     """Say on stderr why a job did not complete, and where it stopped."""
     kind = str(info["kind"] or info["status"])
     advice = ADVICE.get(kind, f"job {info['status']} ({kind})")
-    typer.echo(f"fabnode: {advice}: {info['reason']} (last acknowledged file line {info['last_line']}, "
-               f"{info['lines_acked']}/{info['lines']} lines)", err=True)
+    exits.error(f"{advice}: {info['reason'] or 'no reason given'} (last acknowledged file line "
+                f"{info['last_line'] or '-'}, {info['lines_acked']}/{info['lines']} lines)")
 
 
 def run_job(streamer: Streamer, watch: JobWatch, lines: list[str], name: str, bar: ProgressBar) -> bool:
@@ -241,7 +212,7 @@ def run_job(streamer: Streamer, watch: JobWatch, lines: list[str], name: str, ba
         if interrupted.is_set():
             raise KeyboardInterrupt  # a second Ctrl-C: leave without waiting for the safe stop
         interrupted.set()
-        typer.echo("\nfabnode: Ctrl-C: cancelling the job safely (Ctrl-C again to leave at once)", err=True)
+        exits.error("Ctrl-C: cancelling the job safely (Ctrl-C again to leave at once)")
         streamer.cancel("cancelled with Ctrl-C")
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -249,13 +220,33 @@ def run_job(streamer: Streamer, watch: JobWatch, lines: list[str], name: str, ba
         streamer.start_job(lines, name=name)
         while not watch.done.wait(0.1):
             while watch.notes:
-                typer.echo(f"\nfabnode: {watch.notes.pop(0)}", err=True)
-            bar.update(watch.progress)
+                if bar.tty and not bar.quiet:
+                    bar.out.write("\n")  # below the redrawn progress line, not over it
+                exits.error(watch.notes.pop(0))
+            bar.update(watch.progress, heating=watch.heating(time.monotonic()))
     finally:
         signal.signal(signal.SIGINT, previous)
     bar.update(watch.progress, force=True)
     bar.finish()
     return interrupted.is_set()
+
+
+def preflight(lines: list[str], firmware: str, file: Path) -> None:
+    """Refuse a file the machine must not run (exit 1, each problem with its line), as the daemon would."""
+    try:
+        from fabnode.gcode import analysis as gcode
+
+        profile = gcode.guess_profile("\n".join(lines[:200]), firmware)
+        problems = gcode.analyze_lines(lines, profile).problems
+    except Exception as exc:  # the analysis must not stop a technician's stream
+        exits.error(f"{file}: preflight could not run ({type(exc).__name__}: {exc}); streaming anyway")
+        return
+    if not problems:
+        return
+    for problem in problems:
+        sys.stderr.write(f"{file}:{problem.line}: {problem.message}\n")
+    fail(f"{file} fails preflight against a default {firmware} machine ({len(problems)} problem(s)); "
+         "fix the file, or pass --no-preflight to send it anyway", exits.FAILED)
 
 
 def stream(
@@ -264,27 +255,35 @@ def stream(
     firmware: str = typer.Option(..., "--firmware", help="marlin or grbl."),
     baud: int = typer.Option(115200, "--baud", help="Baud rate."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line; only the summary."),
+    no_preflight: bool = typer.Option(
+        False, "--no-preflight", help="Send the file without checking it first (volume, temperatures, ...)."),
     rx_window: int | None = typer.Option(None, "--rx-window", help="Bytes in flight (GRBL: its RX buffer)."),
     cancel_after_lines: int | None = typer.Option(
         None, "--cancel-after-lines", help="Cancel the job once this many lines are acknowledged."),
-    answer_timeout: float | None = typer.Option(
-        None, "--answer-timeout", help="Seconds of silence before the job fails as no answer."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=1.0,
+        help="Seconds of silence from the firmware before the job fails as no answer "
+             "(default: 60 for marlin, 10 for grbl)."),
+    answer_timeout: float | None = typer.Option(None, "--answer-timeout", min=1.0, hidden=True),
     greeting_timeout: float = typer.Option(
         3.0, "--greeting-timeout", help="Seconds to wait for the board's greeting after opening the port."),
 ) -> None:
-    """Stream FILE to the machine; exit 0 only when every line was acknowledged (codes: see module doc)."""
-    if firmware not in FIRMWARES:
-        raise typer.BadParameter(f"use one of {', '.join(FIRMWARES)}", param_hint="--firmware")
+    """Check FILE, stream it to the machine and summarise; exit 0 only when every line was acknowledged."""
+    check_firmware(firmware)
     try:
         lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
-        fail(f"cannot read {file}: {exc}", 2)
-    protocol = make_protocol(firmware, rx_window=rx_window, answer_timeout_s=answer_timeout)
+        fail(f"cannot read {file}: {exc.strerror or exc}", exits.USAGE)
+    if not no_preflight:
+        preflight(lines, firmware, file)
+    silence = timeout if timeout is not None else answer_timeout
+    protocol = make_protocol(firmware, rx_window=rx_window, answer_timeout_s=silence)
     watch = JobWatch(cancel_after_lines)
     streamer = connect(port, baud, protocol, firmware, watch, greeting_timeout)
     watch.streamer = streamer
     try:
-        interrupted = run_job(streamer, watch, lines, file.name, ProgressBar(sys.stderr))
+        interrupted = run_job(streamer, watch, lines, file.name, ProgressBar(sys.stderr, quiet))
     finally:
         streamer.close()
     assert watch.ended is not None
@@ -301,8 +300,5 @@ def stream(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `stream` and `console` to the app."""
-    from fabnode.cli import console
-
+    """Add `stream` to the app."""
     app.command("stream", epilog=EXIT_HELP)(stream)
-    console.register(app)

@@ -6,18 +6,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fabnode.cli import exits
 from fabnode.cli.usage import StateDirOption, open_existing_log
-from fabnode.config.settings import ConfigError, load_config
 from fabnode.node.control import ControlError, request
-from fabnode.paths import control_socket_path, ensure_state_dir, resolve_state_dir, usage_db_path
-from fabnode.records.usage import UsageLog, UsageLogError
-from fabnode.telemetry.publisher import TelemetryError, TelemetryPublisher, TelemetrySettings
+from fabnode.paths import control_socket_path, resolve_config, resolve_state_dir, usage_db_path
+
+if TYPE_CHECKING:
+    from fabnode.records.usage import UsageLog
+    from fabnode.telemetry.publisher import TelemetrySettings
 
 ConfigOption = Annotated[
     Path | None,
@@ -58,12 +59,15 @@ def _daemon_connection(state_dir: Path | None) -> dict[str, Any]:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    exits.error(message)
     return typer.Exit(code)
 
 
 def _settings(config: Path | None, broker: str | None) -> tuple[TelemetrySettings, Path | None]:
-    path = config or (Path(os.environ["FABNODE_CONFIG"]) if os.environ.get("FABNODE_CONFIG") else None)
+    from fabnode.config.settings import ConfigError, load_config
+    from fabnode.telemetry.publisher import TelemetryError, TelemetrySettings
+
+    path = resolve_config(config)
     if path is None:
         raise _fail("no config: pass --config FILE (or set FABNODE_CONFIG); it names the lab and machine", 2)
     try:
@@ -71,6 +75,8 @@ def _settings(config: Path | None, broker: str | None) -> tuple[TelemetrySetting
         settings = TelemetrySettings.from_config(cfg, broker)
     except (ConfigError, TelemetryError) as exc:
         raise _fail(str(exc), 2) from None
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror or exc}", 2) from None
     # Beside a running daemon: its own client id, no session left behind, no online/offline status.
     flush_settings = dataclasses.replace(settings, client_id=f"{settings.mqtt_client_id}-flush",
                                          announce=False, persistent_session=False)  # fmt: skip
@@ -99,7 +105,8 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(help="The node's telemetry to the region's MQTT broker.", no_args_is_help=True)
 
     @group.command("status")
-    def status(state_dir: StateDirOption = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    def status(state_dir: StateDirOption = None,
+               as_json: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
         """The outbox (backlog, oldest, last sent and acked) and, when the daemon runs, its connection."""
         with open_existing_log(state_dir) as log:
             stats = log.outbox_stats()
@@ -114,8 +121,13 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOption = None,
     ) -> None:
         """Send the backlog now and wait until the region acknowledges all of it (exit 0), or time out (1)."""
+        from fabnode.records.usage import UsageLog, UsageLogError
+
         settings, configured_dir = _settings(config, broker)
-        db = usage_db_path(ensure_state_dir(resolve_state_dir(state_dir, configured_dir)))
+        db = usage_db_path(resolve_state_dir(state_dir, configured_dir))
+        if not db.exists():  # nothing was ever recorded here: nothing to send, and no database to create
+            raise _fail(f"no usage log at {db}: nothing to send (give the node's --state-dir or set "
+                        "FABNODE_STATE_DIR)", 1)
         try:
             log = UsageLog.open(db)
         except UsageLogError as exc:
@@ -127,6 +139,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _flush(log: UsageLog, settings: TelemetrySettings, timeout: float) -> None:
+    from fabnode.telemetry.publisher import TelemetryError, TelemetryPublisher
+
     target = log.last_outbox_seq()
     if log.outbox_stats()["backlog"] == 0:
         typer.echo(f"nothing to send: the region has acknowledged every message (through seq {target})")

@@ -62,9 +62,10 @@ def all_passed(checks: Sequence[Check]) -> bool:
 
 
 def check_config(path: Path | None) -> tuple[Check, Config | None]:
-    """Load the config the way `fabnode run` does."""
+    """Load the config the way `fabnode run` does; no config is a FAIL (nothing else can be checked)."""
     if path is None:
-        return Check("config", SKIP, "no --config given", "pass --config FILE to check the setup"), None
+        advice = "pass --config FILE (the node's, e.g. /etc/fabnode/fabnode.toml) or set FABNODE_CONFIG"
+        return Check("config", FAIL, "no config given: nothing to check", advice), None
     try:
         config = load_config(path)
     except ConfigError as exc:

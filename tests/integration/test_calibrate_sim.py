@@ -210,7 +210,7 @@ def test_routines_refuse_while_a_members_job_runs(marlin: MarlinSimulator, state
                                    "session": {"is_maintenance": False}}
     for routine in ("esteps", "pid", "zoffset", "level"):
         result = invoke(routine, *on_marlin(marlin, state), "--yes")
-        assert result.exit_code == 3
+        assert result.exit_code == 12
         assert "a member's job is running on prusa-mini-1: calibrate after it ends" in result.output
     assert marlin.executed == []
 
@@ -238,14 +238,14 @@ def test_relay_leds_and_inputs_are_control_socket_requests(state: Path, daemon: 
 def test_relay_is_refused_during_a_members_job(state: Path, daemon: dict) -> None:
     daemon["replies"]["status"] = {"ok": True, "state": "paused", "machine": "laser-1"}
     result = invoke("relay", "--off", "--state-dir", str(state))
-    assert result.exit_code == 3 and "running on laser-1" in result.output
+    assert result.exit_code == 12 and "running on laser-1" in result.output
     assert [r["cmd"] for r in daemon["seen"]] == ["status"]
 
 
 def test_socket_verbs_without_a_daemon_say_so(state: Path) -> None:
     for args in (["relay", "--on"], ["inputs"], ["badge"]):
         result = invoke(*args, "--state-dir", str(state))
-        assert result.exit_code == 4, args
+        assert result.exit_code == 10, args
         assert "daemon" in result.output
 
 

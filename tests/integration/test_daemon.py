@@ -159,9 +159,9 @@ def test_a_malformed_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2 and "relay_pinn" in result.stderr
 
 
-def test_verbs_without_a_daemon_exit_2(tmp_path: Path) -> None:
+def test_verbs_without_a_daemon_exit_10(tmp_path: Path) -> None:
     result = fabnode("status", "--state-dir", str(tmp_path))
-    assert result.returncode == 2 and "no fabnode daemon is running" in result.stderr
+    assert result.returncode == 10 and "no fabnode daemon is running" in result.stderr
 
 
 def test_pause_resume_lock_and_cancel_from_the_cli(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def test_only_safety_commands_may_skip_the_queue(node: Node) -> None:
 def test_refused_during_a_members_session_then_a_technician_saves(node: Node) -> None:
     assert node.tap(MEMBER_UID)["ok"]
     refused = node.cli("calibrate", "esteps", *ON_SIM, "--remaining", "20", "--yes")
-    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert refused.returncode == 12, refused.stdout + refused.stderr
     assert "a member's session is open on sim-printer: calibrate once it ends" in refused.stderr
     raw = node.ask({"cmd": "calibrate_command", "line": "M503"})
     assert raw["ok"] is False and raw["busy"] is True and "member's session" in raw["error"]
@@ -101,7 +101,7 @@ def test_the_cli_guard_reads_the_daemons_status_as_it_answers() -> None:
                                          "session": {"member": "Alice", "maintenance": False}}}
     with pytest.raises(typer.Exit) as refused:
         refuse_during_member_job(member_job, "sim-printer")
-    assert refused.value.exit_code == 3
+    assert refused.value.exit_code == 12
     technician_job = {"ok": True, "status": {"state": "paused", "machine": "sim-printer",
                                              "session": {"member": "Tom", "maintenance": True}}}
     refuse_during_member_job(technician_job, "sim-printer")  # the technician's own job: not refused

@@ -53,7 +53,7 @@ def test_stream_json_summary_of_a_completed_job(start_sim: SimFactory, vase: tup
     commands = wire_commands(lines)
     assert (info["status"], info["lines"], info["lines_acked"]) == ("completed", len(commands), len(commands))
     assert info["last_line"] == max(i for i, line in enumerate(lines, 1) if wire_commands([line]))
-    assert info["resends"] == 0 and info["reason"] == ""
+    assert info["resends"] == 0 and info["reason"] is None
     assert isinstance(info["filament_mm"], float) and info["filament_mm"] > 0
     assert 0 < float(info["efficiency"]) <= 1.05  # type: ignore[arg-type]
     assert job_commands(sim.executed) == job_commands(commands)  # type: ignore[attr-defined]

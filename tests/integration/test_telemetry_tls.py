@@ -126,7 +126,7 @@ def test_flush_with_an_untrusted_broker_exits_1_and_says_why(tls_broker, tmp_pat
             "--timeout", "10"]  # fmt: skip
     result = CliRunner().invoke(_runner_app(), args)
     assert result.exit_code == 1
-    assert "error: 2 message(s) not acknowledged by the region" in result.stderr
+    assert "fabnode: 2 message(s) not acknowledged by the region" in result.stderr
     assert "its certificate is not trusted by the CA in" in result.stderr
 
 

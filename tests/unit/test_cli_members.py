@@ -78,16 +78,16 @@ def test_badge_from_stdin(run, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["members", "add", "Bob", "--badge", "04:A2:2B"], "error: badge UID '04:A2:2B' is 3 bytes long"),
-        (["members", "add", "Bob", "--badge", "nothex"], "error: badge UID 'nothex' is not hexadecimal"),
-        (["members", "add", "Ada", "--badge", "04556677"], "error: member 'Ada' already exists"),
+        (["members", "add", "Bob", "--badge", "04:A2:2B"], "fabnode: badge UID '04:A2:2B' is 3 bytes long"),
+        (["members", "add", "Bob", "--badge", "nothex"], "fabnode: badge UID 'nothex' is not hexadecimal"),
+        (["members", "add", "Ada", "--badge", "04556677"], "fabnode: member 'Ada' already exists"),
         (
             ["members", "add", "Bob", "--badge", "04a22b1c"],
-            "error: that badge already belongs to member 'Ada'",
+            "fabnode: that badge already belongs to member 'Ada'",
         ),
-        (["members", "grant", "Nobody", "printer"], "error: no member named 'Nobody'"),
-        (["members", "revoke", "Ada", "laser"], "error: member 'Ada' has no training on 'laser'"),
-        (["members", "remove", "Nobody"], "error: no member named 'Nobody'"),
+        (["members", "grant", "Nobody", "printer"], "fabnode: no member named 'Nobody'"),
+        (["members", "revoke", "Ada", "laser"], "fabnode: member 'Ada' has no training on 'laser'"),
+        (["members", "remove", "Nobody"], "fabnode: no member named 'Nobody'"),
     ],
 )
 def test_errors_exit_1_with_a_message(run, args: list[str], message: str) -> None:

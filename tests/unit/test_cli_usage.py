@@ -145,7 +145,7 @@ def test_bad_options_exit_2_naming_option_and_value(state: Path, args: list[str]
 
 def test_unknown_member_and_missing_log(state: Path, tmp_path: Path) -> None:
     r = _run(state, "--member", "Zoe")
-    assert (r.exit_code, r.stderr.strip()) == (1, "error: no member named 'Zoe'")
+    assert (r.exit_code, r.stderr.strip()) == (1, "fabnode: no member named 'Zoe'")
     empty = tmp_path / "empty"
     r = CliRunner().invoke(_app(), ["usage", "--state-dir", str(empty)])
     assert r.exit_code == 1 and "no usage log at" in r.stderr

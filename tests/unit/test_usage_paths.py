@@ -42,3 +42,17 @@ def test_ensure_state_dir_is_owner_only(tmp_path: Path) -> None:
     state = paths.ensure_state_dir(tmp_path / "a" / "b")
     assert state.is_dir()
     assert state.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("cli", "env", "expected"),
+    [
+        ("/flag.toml", {"FABNODE_CONFIG": "/env.toml"}, "/flag.toml"),
+        (None, {"FABNODE_CONFIG": "/env.toml"}, "/env.toml"),
+        (None, {"FABNODE_CONFIG": ""}, None),
+        (None, {}, None),
+    ],
+)
+def test_resolve_config_takes_the_flag_then_fabnode_config(cli, env, expected) -> None:
+    got = paths.resolve_config(Path(cli) if cli else None, env)
+    assert got == (Path(expected) if expected else None)
