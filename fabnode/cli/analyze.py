@@ -1,8 +1,11 @@
 """`fabnode analyze FILE`: what a G-code file will use and take, and what in it the machine must not run.
 
-The machine is a printer (Marlin) unless `--firmware grbl` or the file looks like a laser job
-(M3/M4 and no hotend, bed or E words): then a GRBL laser. Flags override the machine's limits.
-Exit codes: 0 no problems, 1 problems found (each names its line), 2 the file can't be read.
+The machine is the node's own with `--config FILE` (or $FABNODE_CONFIG); else a printer (Marlin) unless
+`--firmware grbl` or the file looks like a laser job (M3/M4 and no hotend, bed or E words): then a GRBL
+laser. Flags override the machine's limits. The filament is what the slicer wrote into the file
+(type, density, diameter) unless `--material`, `--density` or `--diameter` say otherwise, and the
+report says which was used. Exit codes: 0 no problems, 1 problems found (each names its line), 2 the
+file or the config can't be read.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Annotated
 import typer
 
 from fabnode.gcode.analysis import Analysis, analyze_file, guess_profile
+from fabnode.gcode.slicer import FILAMENT_DENSITY
 from fabnode.machine.profile import LASER, MachineProfile, Material
 
 # Common filaments: density g/cm3 (what the slicers' own presets use).
-MATERIALS = {"PLA": 1.24, "PETG": 1.27, "ABS": 1.04, "ASA": 1.07, "TPU": 1.21, "PC": 1.20, "NYLON": 1.14}
+MATERIALS = FILAMENT_DENSITY
 _SNIFF_BYTES = 256 * 1024
 
 
@@ -62,11 +66,29 @@ def hms(seconds: float) -> str:
     return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+def _material_source(source: str) -> str:
+    """Where the material's figures came from, in words: the file's slicer settings or the machine's."""
+    if source.startswith("file (") and source.endswith(")"):
+        return "as the file says: " + source[len("file ("):-1]
+    return "the machine's material: the file names none" if source == "machine" else source
+
+
 def summary(path: Path, a: Analysis) -> str:
     """The readable report."""
     p = a.profile
     out = [f"{path} ({p.name}: {p.kind}, {p.firmware}; material {p.material.name})"]
     out.append(f"  commands        {a.commands} ({a.lines} lines, units {a.units})")
+    if p.kind != LASER:
+        m = p.material
+        out.append(f"  material        {m.name}, {m.density_g_cm3:g} g/cm3, {m.diameter_mm:g} mm "
+                   f"({_material_source(a.material_source)})")
+        said = a.slicer
+        if said is not None and (said.filament_g is not None or said.filament_mm is not None):
+            grams = "-" if said.filament_g is None else f"{said.filament_g:.2f} g"
+            mm = "-" if said.filament_mm is None else f"{said.filament_mm:.1f} mm"
+            out.append(f"  slicer says     {grams}, {mm}")
+        if said is not None:
+            out.extend(f"    ignored {why}" for why in said.ignored)
     if p.kind == LASER or a.laser_on_s:
         out.append(f"  laser           {hms(a.laser_on_s)} on, {a.laser_distance_mm:.1f} mm cut")
     if p.kind != LASER or a.filament_mm:
@@ -96,6 +118,25 @@ def _profile(path: Path, firmware: str | None, changes: dict[str, object]) -> Ma
     return replace(profile, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
 
 
+def _node_profile(config: Path | None, changes: dict[str, object]) -> MachineProfile | None:
+    """The node's own machine from its config, flags applied; None without a config."""
+    from fabnode.config.settings import ConfigError, load_config
+    from fabnode.paths import resolve_config
+
+    path = resolve_config(config)
+    if path is None:
+        return None
+    try:
+        profile = load_config(path).machine
+    except ConfigError as exc:
+        typer.echo(f"fabnode: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"fabnode: cannot read {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    return replace(profile, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
 def analyze(
     file: Annotated[Path, typer.Argument(help="G-code file to analyse.")],
     as_json: Annotated[
@@ -116,6 +157,10 @@ def analyze(
     volume_min: Annotated[str | None, typer.Option(help="Reachable volume minimum X,Y,Z in mm.")] = None,
     max_line_length: Annotated[int | None, typer.Option(help="Firmware line buffer, bytes.")] = None,
     laser_max_power: Annotated[float | None, typer.Option(help="Highest laser power S (GRBL $30).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Check against this node's machine (default: $FABNODE_CONFIG)."),
+    ] = None,
 ) -> None:
     """Filament, laser time, estimated time, box, temperatures and problems of a G-code file."""
     changes: dict[str, object] = {
@@ -126,10 +171,13 @@ def analyze(
         "max_line_length": max_line_length,
         "laser_max_power": laser_max_power,
     }
+    keep = {"name"} if material is not None else set()
+    keep |= {"density"} if material is not None or density is not None else set()
+    keep |= {"diameter"} if diameter is not None else set()
     try:
-        profile = _profile(file, firmware.lower() if firmware else None, changes)
+        profile = _node_profile(config, changes) or _profile(file, firmware and firmware.lower(), changes)
         profile = replace(profile, material=_material(profile, material, density, diameter, price))
-        result = analyze_file(file, profile)
+        result = analyze_file(file, profile, file_material=True, keep_material=keep)
     except OSError as exc:
         typer.echo(f"fabnode: cannot read {file}: {exc.strerror or exc}", err=True)
         raise typer.Exit(2) from None

@@ -27,8 +27,11 @@ def register(app: typer.Typer) -> None:
         file = resolve_config(file)
         if file is None:
             exits.fail("no config: give FILE (or set FABNODE_CONFIG)", exits.USAGE)
+        from fabnode.config.secret_files import check_secret_files
+
         try:
             config = load_config(file)
+            check_secret_files(config)
         except ConfigError as exc:
             exits.fail(str(exc), exits.USAGE)
         except OSError as exc:

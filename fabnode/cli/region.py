@@ -199,20 +199,21 @@ def rejected(
     store = _open_store(db, create=False)
     try:
         rows = store.query(
-            "SELECT received_at, topic, reason, size, head FROM rejected ORDER BY id DESC LIMIT ?", [limit]
+            "SELECT received_at, topic, reason, size, head, seq FROM rejected ORDER BY id DESC LIMIT ?",
+            [limit],
         )
     finally:
         store.close()
-    keys = ["received", "topic", "reason", "bytes", "first_bytes"]
+    keys = ["received", "topic", "reason", "bytes", "first_bytes", "seq"]  # seq: the node's, when it was sane
     if as_json:
-        objects = [dict(zip(keys, (str(r[0]), r[1], r[2], r[3], r[4]), strict=True)) for r in rows]
+        objects = [dict(zip(keys, (str(r[0]), r[1], r[2], r[3], r[4], r[5]), strict=True)) for r in rows]
         typer.echo(json.dumps(objects))
         return
     if as_csv:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(keys)
-        writer.writerows([str(r[0]), r[1], r[2], r[3], r[4]] for r in rows)
+        writer.writerows([str(r[0]), r[1], r[2], r[3], r[4], "" if r[5] is None else r[5]] for r in rows)
         typer.echo(out.getvalue(), nl=False)
         return
     if not rows:
@@ -221,9 +222,11 @@ def rejected(
     from fabnode.tables import render_table
 
     table = [
-        [str(r[0]), str(r[1]), str(r[2])[:60], str(r[3]), str(r[4])[:40].replace("\n", " ")] for r in rows
-    ]
-    typer.echo(render_table(["received", "topic", "reason", "bytes", "first bytes"], table))
+        [str(r[0]), str(r[1]), "-" if r[5] is None else str(r[5]), str(r[2])[:60], str(r[3]),
+         str(r[4])[:40].replace("\n", " ")]
+        for r in rows
+    ]  # fmt: skip
+    typer.echo(render_table(["received", "topic", "seq", "reason", "bytes", "first bytes"], table))
 
 
 def register(app: typer.Typer) -> None:

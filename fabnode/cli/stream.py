@@ -152,7 +152,8 @@ def analyse(lines: list[str], last_line: int, firmware: str) -> tuple[float | No
         result = gcode.analyze_lines(lines, profile, stop_after_line=last_line)
     except Exception:  # the summary's figures are a courtesy: streaming must not depend on them
         return None, None
-    return _number(result, "filament_mm"), _number(result, "laser_on_s")
+    filament = _number(result, "filament_mm")
+    return (None if filament is None else max(0.0, filament)), _number(result, "laser_on_s")
 
 
 def _number(obj: object, name: str) -> float | None:

@@ -5,6 +5,7 @@ The display may read the controller's state; nothing here decides by it.
 
 from __future__ import annotations
 
+from fabnode.config.settings import settings_in_force
 from fabnode.node.actions import ActionRunner
 from fabnode.node.health import PartsHealth
 from fabnode.node.ports import JsonObject, StatusHost
@@ -60,6 +61,7 @@ class StatusView:
             "reader": self.health.reader_snapshot(now),
             "storage": self.storage.snapshot(),
             "config": self.reloader.snapshot(now),
+            "settings": settings_in_force(d.config),  # every setting in force, defaults included
             "simulated": {"gpio": parts.sim_gpio is not None, "reader": parts.sim_reader is not None,
                           "firmware": parts.simulator is not None},
             "uptime_s": round(now - d.started_at, 1),

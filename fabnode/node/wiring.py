@@ -87,6 +87,8 @@ def make_protocol(config: Config) -> HostProtocol:
         use_advanced_ok=config.serial.advanced_ok,
         safe_stop_gcode=config.machine.safe_stop_gcode,
         no_answer_after_s=config.serial.no_answer_s,
+        # poke a lost `ok` well before the no-answer limit, so a short limit still gets its pokes
+        poke_after_s=min(10.0, config.serial.no_answer_s / 3),
     )
 
 

@@ -178,3 +178,23 @@ def test_a_database_that_refuses_every_write_loses_nothing(tmp_path: Path) -> No
         assert collector._retry == items  # tried again later, none of it set aside
         assert store.count("rejected") == 0 and store.count("messages") == 0  # reconnected meanwhile
         store.close()
+
+
+def test_region_rejected_names_the_nodes_seq(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fabnode.cli import app
+
+    db = tmp_path / "region.db"
+    with RegionStore.open(str(db)) as store:
+        bad = Rejected(TOPIC, "NaN is not a number", json.dumps({"seq": 7, "id": "ab" * 16}).encode())
+        store.store([fault(1)], NOW, [bad])
+    runner = CliRunner()
+    table = runner.invoke(app, ["region", "rejected", "--db", str(db)])
+    assert table.exit_code == 0, table.output
+    header, _, row = table.stdout.splitlines()[:3]
+    assert header.split()[:3] == ["received", "topic", "seq"] and row.split()[2] == "7"
+    (one,) = json.loads(runner.invoke(app, ["region", "rejected", "--db", str(db), "--json"]).stdout)
+    assert one["seq"] == 7 and one["reason"] == "NaN is not a number"
+    csv_lines = runner.invoke(app, ["region", "rejected", "--db", str(db), "--csv"]).stdout.splitlines()
+    assert csv_lines[0].endswith(",seq") and csv_lines[1].endswith(",7")
