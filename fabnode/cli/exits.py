@@ -21,7 +21,7 @@ PORT = 9  # the serial port could not be opened or was lost
 NO_DAEMON = 10  # no fabnode daemon answers on the control socket
 INTERNAL = 11  # fabnode's own fault
 BUSY = 12  # a member's session or job is open on the machine: a technician's command waits
-INTERRUPTED = 130  # Ctrl-C (the job or routine was stopped safely first)
+INTERRUPTED = 130  # Ctrl-C, SIGTERM or SIGHUP (the job or routine was stopped safely first)
 
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "done (stream: every line of the file was acknowledged)"),
@@ -37,7 +37,7 @@ TABLE: tuple[tuple[int, str], ...] = (
     (NO_DAEMON, "no fabnode daemon runs on this state dir"),
     (INTERNAL, "fabnode's own fault (please report it)"),
     (BUSY, "a member's session or job is open on the machine"),
-    (INTERRUPTED, "Ctrl-C (the job was stopped safely first)"),
+    (INTERRUPTED, "Ctrl-C, SIGTERM or SIGHUP (the job was stopped safely first)"),
 )
 PREFIX = "fabnode: "
 

@@ -205,18 +205,24 @@ def explain(info: dict[str, object]) -> None:
                 f"{info['last_line'] or '-'}, {info['lines_acked']}/{info['lines']} lines)")
 
 
+# What stops a job safely: Ctrl-C, and a terminal hanging up or a service manager stopping us, which
+# would otherwise kill the process with the heaters on and the last moves still queued.
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
 def run_job(streamer: Streamer, watch: JobWatch, lines: list[str], name: str, bar: ProgressBar) -> bool:
-    """Stream the job to its end; Ctrl-C cancels it safely. Returns True when Ctrl-C was pressed."""
+    """Stream the job to its end; Ctrl-C, SIGTERM or SIGHUP cancels it safely. True when one came."""
     interrupted = threading.Event()
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
+    def on_stop(signum: int, frame: FrameType | None) -> None:
         if interrupted.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C: leave without waiting for the safe stop
+            raise KeyboardInterrupt  # a second one: leave without waiting for the safe stop
         interrupted.set()
-        exits.error("Ctrl-C: cancelling the job safely (Ctrl-C again to leave at once)")
-        streamer.cancel("cancelled with Ctrl-C")
+        what = STOP_SIGNALS.get(signal.Signals(signum), "a signal")
+        exits.error(f"{what}: cancelling the job safely ({what} again to leave at once)")
+        streamer.cancel(f"cancelled with {what}")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_stop) for sig in STOP_SIGNALS}
     try:
         streamer.start_job(lines, name=name)
         while not watch.done.wait(0.1):
@@ -226,7 +232,8 @@ def run_job(streamer: Streamer, watch: JobWatch, lines: list[str], name: str, ba
                 exits.error(watch.notes.pop(0))
             bar.update(watch.progress, heating=watch.heating(time.monotonic()))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     bar.update(watch.progress, force=True)
     bar.finish()
     return interrupted.is_set()
