@@ -63,6 +63,19 @@ ALARM_MEANINGS: Mapping[int, str] = {
     10: "homing fail: second limit switch of a dual axis not found (self-squaring)",
 }
 
+E_ALARM_LOCK = 9  # error:9: G-code is locked out during an alarm or jog
+# After these GRBL answers nothing (not even `?`) until a soft reset: hard and soft limits.
+CRITICAL_ALARMS = frozenset({1, 2})
+
+
+def alarm_advice(code: int) -> str:
+    """What a technician does about ALARM:<code> (0: an alarm not seen, e.g. locked at start-up)."""
+    unlock = "check the machine, then unlock with $X or home with $H"
+    if code in CRITICAL_ALARMS:
+        return f"GRBL answers nothing until a soft reset (Ctrl-X, byte 0x18); then {unlock}"
+    return unlock
+
+
 # Any `Grbl X.Y...` greeting (grblHAL says `GrblHAL 1.1f`): the firmware (re)started.
 BANNER = re.compile(r"^Grbl\w*\s+\d+\.\d+")
 

@@ -21,10 +21,8 @@ Cancel, in order (laser: the beam must be off when we report the job cancelled):
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from drivers.events import (
     FAILURE_ALARM,
@@ -44,22 +42,22 @@ from drivers.events import (
     LineAcked,
     StatusReport,
 )
-from drivers.gcode_text import strip_for_wire
 from drivers.grbl.codes import (
     BANNER,
+    E_ALARM_LOCK,
+    alarm_advice,
     describe_alarm,
     describe_error,
     parse_status_report,
 )
+from drivers.grbl.lines import Sent, clean_line, command_text, is_eeprom_write
+from drivers.grbl.watch import ProgressWatch
 
 STATUS_QUERY = b"?"
 FEED_HOLD = b"!"
 CYCLE_START = b"~"
 SOFT_RESET = b"\x18"
 _REALTIME_CHARS = frozenset("?!~\x18")
-_DROP_REALTIME = str.maketrans("", "", "?!~")
-# Settings writes that put GRBL's EEPROM (and its serial interrupt) on hold for a moment.
-_EEPROM_WRITE = re.compile(r"^\$(?:\d+|N\d|RST|I)=", re.IGNORECASE)
 _ACTIVE = frozenset({JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.CANCELLING})
 # States without motion: a soft reset there keeps the position (Hold:1, Door:2/3 are still moving).
 _HELD_STATES = frozenset({"Hold:0", "Alarm", "Check", "Sleep", "Door:0", "Door:1"})
@@ -67,27 +65,6 @@ _MAX_PARTIAL = 4096  # a line longer than this from the firmware is noise: hand 
 
 _JOB, _COMMAND, _INTERNAL = "job", "command", "internal"
 _HOLD, _RESET, _M5 = "hold", "reset", "m5"  # cancel phases
-
-
-@dataclass(slots=True)
-class _Sent:
-    """One line on the wire awaiting its ok/error."""
-
-    kind: str  # _JOB, _COMMAND or _INTERNAL
-    size: int  # bytes with the newline
-    text: str
-    line_no: int = 0  # file line (job lines)
-    job: int = 0  # which job it belongs to (lines of an ended job are still answered)
-    command: str = ""  # the manual command as given
-
-
-def clean_line(raw: str) -> str:
-    """What of one file or console line goes on GRBL's wire: no comments, non-ASCII or real-time chars."""
-    text = strip_for_wire(raw, paren_comments=True)
-    if "?" in text or "!" in text or "~" in text:
-        # Outside a comment they would still be real-time commands (a `!` holds the machine).
-        text = text.translate(_DROP_REALTIME).strip()
-    return text
 
 
 class GrblHost:
@@ -103,12 +80,14 @@ class GrblHost:
         no_answer_after_s: float = 10.0,
         hold_timeout_s: float = 2.0,
         reset_timeout_s: float = 5.0,
+        no_progress_s: float = 120.0,
     ) -> None:
         """rx_buffer_bytes: GRBL's serial receive buffer (128 on an Uno; `[OPT:...,rx]` tells);
         status_interval_s: `?` at most this often while a job is active (0.2 s = 5 Hz, GRBL's advice);
         no_answer_after_s: no status report and no ok/error this long during a job -> JobFailed;
         hold_timeout_s: cancel waits this long for the feed hold to complete before the soft reset;
-        reset_timeout_s: cancel waits this long for the banner after the soft reset.
+        reset_timeout_s: cancel waits this long for the banner after the soft reset;
+        no_progress_s: GRBL answers `?` but neither acks a line nor moves this long -> JobFailed (0: off).
         """
         if rx_buffer_bytes < 2:
             raise ValueError(f"rx_buffer_bytes must be at least 2, got {rx_buffer_bytes}")
@@ -117,13 +96,15 @@ class GrblHost:
         self.no_answer_after_s = no_answer_after_s
         self.hold_timeout_s = hold_timeout_s
         self.reset_timeout_s = reset_timeout_s
+        self._watch = ProgressWatch(no_progress_s)
+        self._alarm = 0  # the last ALARM:N since GRBL's banner (0: none)
         self._state = JobState.IDLE
         self._events: list[Event] = []
         self._realtime = bytearray()
         self._rx = b""
         self._now = 0.0
         # the wire: lines sent and not answered, oldest first
-        self._inflight: deque[_Sent] = deque()
+        self._inflight: deque[Sent] = deque()
         self._inflight_bytes = 0
         self._alone_inflight = False
         self._commands: deque[tuple[str, str]] = deque()  # (as given, cleaned)
@@ -154,6 +135,7 @@ class GrblHost:
         if self._state in _ACTIVE:
             raise RuntimeError(f"a job is already {self._state}")
         self._new_job(lines, now)
+        self._watch.reset(now)
         self._next_status_at = now
         self._set_state(JobState.RUNNING)
 
@@ -253,12 +235,7 @@ class GrblHost:
         if len(line) == 1 and (line in _REALTIME_CHARS or 0x80 <= ord(line) <= 0xFF):
             self._realtime.append(ord(line))
             return
-        text = clean_line(line)
-        if not text:
-            raise ValueError(f"nothing to send in {line!r} (comments and blanks never go to GRBL)")
-        if len(text) + 1 > self.rx_buffer_bytes:
-            raise ValueError(f"{text!r} is longer than GRBL's {self.rx_buffer_bytes}-byte receive buffer")
-        self._commands.append((line, text))
+        self._commands.append((line, command_text(line, self.rx_buffer_bytes)))
 
     def _new_job(self, lines: Sequence[str], now: float) -> None:
         self._failure: str | None = None  # set while a failed job is being stopped safely
@@ -281,21 +258,21 @@ class GrblHost:
                 self._next = (self._cursor, text)
         return self._next
 
-    def _next_to_send(self) -> _Sent | None:
+    def _next_to_send(self) -> Sent | None:
         """The next line allowed on the wire now (window aside), or None."""
         if self._internal:
             if self._inflight:
                 return None
             text = self._internal[0]
-            return _Sent(_INTERNAL, len(text) + 1, text)
+            return Sent(_INTERNAL, len(text) + 1, text)
         if self._state == JobState.RUNNING:
             return self._next_job_line()
         if self._state not in _ACTIVE and self._commands and not self._inflight:
             given, text = self._commands[0]
-            return _Sent(_COMMAND, len(text) + 1, text, command=given)
+            return Sent(_COMMAND, len(text) + 1, text, command=given)
         return None
 
-    def _next_job_line(self) -> _Sent | None:
+    def _next_job_line(self) -> Sent | None:
         nxt = self._peek_job_line()
         if nxt is None:
             return None
@@ -308,9 +285,9 @@ class GrblHost:
             return None
         if text.startswith("$") and self._inflight:
             return None  # a `$` line waits until everything before it is answered
-        return _Sent(_JOB, size, text, line_no, self._job_id)
+        return Sent(_JOB, size, text, line_no, self._job_id)
 
-    def _put_on_wire(self, item: _Sent) -> None:
+    def _put_on_wire(self, item: Sent) -> None:
         if item.kind == _INTERNAL:
             self._internal.popleft()
         elif item.kind == _COMMAND:
@@ -324,7 +301,7 @@ class GrblHost:
         self._alone_inflight = item.kind != _JOB or item.text.startswith("$")
 
     def _eeprom_busy(self) -> bool:
-        return self._alone_inflight and _EEPROM_WRITE.match(self._inflight[0].text) is not None
+        return self._alone_inflight and is_eeprom_write(self._inflight[0].text)
 
     def _maybe_query_status(self, now: float) -> None:
         if (
@@ -378,18 +355,22 @@ class GrblHost:
         else:
             self._on_job_answer(sent, line, ok)
 
-    def _on_job_answer(self, sent: _Sent, line: str, ok: bool) -> None:
+    def _on_job_answer(self, sent: Sent, line: str, ok: bool) -> None:
         self._job_inflight -= 1
         if ok:
+            self._watch.progressed(self._now)
             self._acked_lines += 1
             self._acked_bytes += sent.size
             self._last_line_no = sent.line_no
             if self._state in _ACTIVE:
                 self._events.append(LineAcked(sent.line_no, self._acked_lines, self._acked_bytes))
             return
-        _, meaning = describe_error(line)
+        code, meaning = describe_error(line)
         reason = f"{line} ({meaning}) on file line {sent.line_no}: {sent.text}"
-        if self._state == JobState.CANCELLING:
+        if code == E_ALARM_LOCK and self._state in (JobState.RUNNING, JobState.PAUSING):
+            # the job started (or went on) in Alarm: nothing moves, the alarm is what to fix
+            self._fail(FAILURE_ALARM, f"GRBL is in Alarm and refused {reason}; {alarm_advice(self._alarm)}")
+        elif self._state == JobState.CANCELLING:
             self._events.append(FirmwareMessage(reason))
         elif self._state in _ACTIVE:
             self._stop_then_fail(FAILURE_ERROR, reason)
@@ -415,6 +396,7 @@ class GrblHost:
         if "WCO" in report.fields:
             self._wco = tuple(float(v) for v in report.fields["WCO"].split(","))
         self._events.append(report)
+        self._watch.saw(report.state, report.machine_pos or report.work_pos, now)
         self._after_status(report, now)
 
     def _after_status(self, report: StatusReport, now: float) -> None:
@@ -433,17 +415,19 @@ class GrblHost:
 
     def _on_alarm(self, line: str) -> None:
         code, meaning = describe_alarm(line)
+        self._alarm = code
         self._events.append(AlarmRaised(code, meaning))
         self._add_to_reply(line)
         if self._state == JobState.CANCELLING:
             if self._phase == _HOLD:
                 self._soft_reset(self._now)  # an alarm stops all motion
         elif self._state in _ACTIVE:
-            self._fail(FAILURE_ALARM, f"{line} ({meaning})")
+            self._fail(FAILURE_ALARM, f"{line} ({meaning}); {alarm_advice(code)}")
 
     def _on_banner(self, line: str, now: float) -> None:
         """GRBL (re)started: its receive buffer is empty, so nothing in flight will be answered."""
         self._events.append(FirmwareReady(line))
+        self._alarm = 0
         lost_command = next((s for s in self._inflight if s.kind == _COMMAND), None)
         if lost_command is not None:
             self._events.append(CommandReply(lost_command.command, (*self._reply, line), False))
@@ -472,8 +456,12 @@ class GrblHost:
             self._fail(FAILURE_NO_ANSWER, f"no GRBL banner within {self.reset_timeout_s:g} s after the "
                        f"soft reset while cancelling ({self._cancel_reason}); beam state unknown")
         elif self._phase != _RESET and now - self._last_heard >= self.no_answer_after_s:
+            advice = f"; {alarm_advice(self._alarm)}" if self._alarm else ""  # a hard limit: reset needed
             self._fail(FAILURE_NO_ANSWER, f"no status report and no ok from GRBL for "
-                       f"{now - self._last_heard:.1f} s (limit {self.no_answer_after_s:g} s)")
+                       f"{now - self._last_heard:.1f} s (limit {self.no_answer_after_s:g} s){advice}")
+        elif self._state == JobState.RUNNING and self._job_inflight and (stuck := self._watch.stuck_for(now)):
+            self._stop_then_fail(FAILURE_NO_ANSWER, f"GRBL answers but made no progress for {stuck:.0f} s "
+                                 f"(limit {self._watch.limit_s:g} s): no line acknowledged, no move")
 
     def _soft_reset(self, now: float) -> None:
         self._realtime = bytearray(self._realtime.replace(STATUS_QUERY, b"") + SOFT_RESET)

@@ -18,10 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from drivers.events import (
-    FAILURE_HALTED,
     FAILURE_NO_ANSWER,
-    FAILURE_RESET,
-    FAILURE_THERMAL,
     CommandReply,
     Event,
     FirmwareBusy,
@@ -37,7 +34,7 @@ from drivers.events import (
     Temperatures,
 )
 from drivers.gcode_text import strip_for_wire
-from drivers.marlin import wire
+from drivers.marlin import faults, wire
 from drivers.marlin.flight import Entry, InFlight, PendingCommand
 from drivers.marlin.resend import ResendPolicy
 from drivers.marlin.states import ACTIVE_STATES, JobStateError, allowed, next_state
@@ -68,6 +65,7 @@ class MarlinHost:
         poke_after_s: float = 10.0,
         no_answer_after_s: float = 60.0,
         temperature_interval_s: float = 2.0,
+        max_resends_of_one_line: int = 10,
     ) -> None:
         """Set the protocol's limits.
 
@@ -78,6 +76,7 @@ class MarlinHost:
         poke_after_s: with lines outstanding and neither `ok` nor `busy:` for this long, send M105.
         no_answer_after_s: with lines outstanding and no line at all for this long, the job fails.
         temperature_interval_s: M155 auto-report interval asked at job start (M105 polls if refused).
+        max_resends_of_one_line: more requests in a row for one line fail the job, naming the line.
         """
         if rx_window_bytes < 8:
             raise ValueError(f"rx_window_bytes={rx_window_bytes}: at least 8 bytes are needed")
@@ -88,6 +87,9 @@ class MarlinHost:
         self._poke_after = poke_after_s
         self._no_answer_after = no_answer_after_s
         self._temp_interval = temperature_interval_s
+        if max_resends_of_one_line < 1:
+            raise ValueError(f"max_resends_of_one_line={max_resends_of_one_line}: at least 1")
+        self._max_repeats = max_resends_of_one_line
         self._state = JobState.IDLE
         self._events: list[Event] = []
         self._now = 0.0
@@ -96,14 +98,16 @@ class MarlinHost:
         self._urgent: deque[tuple[bytes, Entry]] = deque()  # written first, outside the window
         self._queued: deque[tuple[bytes, Entry]] = deque()  # manual commands, M155, polls
         self._max_b = 0
-        self._swallow_ok = ""  # why the next `ok` acknowledges nothing: "refused" or "garbage"
+        # why the next `ok` acknowledges nothing ("refused", "garbage"), or "m105": it answers an M105
+        self._swallow_ok = ""
+        self._ok_before_temps = False  # a bare `ok` came while only an M105 was waiting
         self._seen_n = False  # an ADVANCED_OK `ok N<n>` came: `ok`s without N are unnumbered lines'
         self._last_error = ""
         self._progress_at = 0.0  # last `ok`/`busy:` (or when lines went out onto an idle wire)
         self._life_at = 0.0  # last line of any kind
         self._poked_at: float | None = None
-        self._poll_at: float | None = None  # next M105 temperature poll (firmware without M155)
         self._poke_n: int | None = None  # a numbered M105 poke that goes out whatever the window
+        self._poll_at: float | None = None  # next M105 temperature poll (firmware without M155)
         self._new_job(())
 
     # -- HostProtocol ---------------------------------------------------------------------------
@@ -117,7 +121,6 @@ class MarlinHost:
     def resends(self) -> int:
         """Resend requests answered in this job."""
         return self._resends.count
-
 
     def start_job(self, lines: Sequence[str], now: float) -> None:
         """Begin streaming these raw file lines; JobStateError while a job is active."""
@@ -223,11 +226,7 @@ class MarlinHost:
     def send_command(self, line: str) -> None:
         """Queue one manual command, sent unnumbered; its answer comes as a CommandReply."""
         command = self.wire_text(line)
-        if not command:
-            raise ValueError(f"{line!r} is blank once comments are removed")
-        if len(command) + 1 > wire.MAX_CMD_SIZE:
-            raise ValueError(f"{command[:20]!r}... is longer than Marlin's {wire.MAX_CMD_SIZE}-byte buffer")
-        data = command.encode("ascii") + b"\n"
+        data = wire.manual_line(line, command)
         is_m105 = command.upper().split(" ", 1)[0] == _M105
         self._queued.append((data, Entry(-1, len(data), is_m105, PendingCommand(command), command)))
 
@@ -255,9 +254,12 @@ class MarlinHost:
     def _on_line(self, line: str, now: float) -> None:
         self._life_at = now
         swallow, self._swallow_ok = self._swallow_ok, ""
+        temps_due, self._ok_before_temps = self._ok_before_temps, False
         kind = wire.classify(line)
         if kind == wire.OK:
             self._on_ok(line, now, swallow)
+        elif kind == wire.TEMPS and temps_due:
+            self._on_ok(f"ok {line}", now, "")  # firmware that says `ok` first, then the M105's `T:`
         elif kind == wire.RESEND:
             self._on_resend(line)
         elif kind == wire.LINE_ERROR:
@@ -269,7 +271,7 @@ class MarlinHost:
             self._events.append(Temperatures(wire.parse_temperatures(line)))
         elif kind == wire.ACTION:
             self._on_action(line, now)
-        elif kind in (wire.START, wire.THERMAL, wire.HALTED):
+        elif kind in faults.STOPS_PRINTER or (kind in faults.STOPS_JOB and self._state in ACTIVE_STATES):
             self._on_fatal(kind, line)
         else:
             self._on_message(kind, line)
@@ -285,7 +287,7 @@ class MarlinHost:
         if swallow == "garbage" and not info.temperatures and not numbered:
             return  # the `ok` of a line noise made up acknowledges nothing
         self._progress_at = now
-        if info.temperatures:
+        if info.temperatures or swallow == "m105":
             popped = self._flight.pop_through_m105()
         elif numbered and info.line_number is not None:
             self._seen_n = True
@@ -294,6 +296,9 @@ class MarlinHost:
             # With ADVANCED_OK (once `ok N<n>` showed up) an `ok` without N answers an unnumbered line.
             entry = self._flight.pop(unnumbered_only=advanced and self._seen_n)
             popped = [entry] if entry is not None else []
+            # all sent, only M105s wait: this `ok` is the closing one's, its `T:` line follows
+            closing = self._s.barrier_n is not None and not self._s.resending and self._flight.m105_count > 0
+            self._ok_before_temps = entry is None and closing
         if advanced and info.buffer_free is not None:
             self._max_b = max(self._max_b, info.buffer_free)
             self._flight.queued = min(len(self._flight), self._max_b - info.buffer_free)
@@ -366,6 +371,10 @@ class MarlinHost:
         n = self._resends.decide(asked, stream)
         if n is None:
             return  # a stale copy of a request already answered, or not a line of ours
+        if self._resends.repeats > self._max_repeats and self._state in ACTIVE_STATES:
+            self._lose_flight(line)
+            self._fail(*faults.resend_loop(asked, stream.file_line_of(n), self._resends.repeats, reason))
+            return
         self._flight.drop_numbered_from(n)
         if n > stream.next_n:
             # Marlin took lines whose entries an earlier request removed: their `ok`s will come.
@@ -376,12 +385,7 @@ class MarlinHost:
 
     def _on_message(self, kind: str, line: str) -> None:
         if kind == wire.UNKNOWN_COMMAND:
-            # Not the command the next `ok` would be taken for: noise made it up (a line whose N
-            # was hit) and its `ok` is no one's.
-            entry = self._flight.peek(unnumbered_only=self._advanced and self._seen_n)
-            expected = "" if entry is None else self._s.command_of(entry.n) if entry.n >= 0 else entry.text
-            if wire.first_word(wire.unknown_command_text(line)) != wire.first_word(expected):
-                self._swallow_ok = "garbage"
+            self._swallow_ok = self._whose_unknown(wire.unknown_command_text(line))
             if "M155" in line and self._s.live:
                 self._poll_at = self._now  # no auto-report in this firmware: poll M105 instead
         head = self._flight.head()
@@ -391,8 +395,19 @@ class MarlinHost:
         else:
             self._events.append(FirmwareMessage(line))
 
+    def _whose_unknown(self, unknown: str) -> str:
+        """How the `ok` after `Unknown command` counts: "" (for the command we sent), "m105" (our
+        manual M105 glued to stray bytes: `?M105`), "garbage" (noise made it up: a line whose N was hit)."""
+        head = self._flight.head()
+        manual_m105 = head is not None and head.m105 and head.command is not None
+        if manual_m105 and wire.answers(unknown, _M105, numbered=False):
+            return "m105"
+        entry = self._flight.peek(unnumbered_only=self._advanced and self._seen_n)
+        expected = "" if entry is None else self._s.command_of(entry.n) if entry.n >= 0 else entry.text
+        return "" if wire.answers(unknown, expected, entry is not None and entry.n >= 0) else "garbage"
+
     def _on_action(self, line: str, now: float) -> None:
-        action = line[len("//action:") :].strip()
+        action = wire.host_action(line)
         if action not in ("pause", "resume", "cancel"):
             self._events.append(FirmwareMessage(line))
             return
@@ -405,19 +420,15 @@ class MarlinHost:
             self.cancel(now, "cancelled on the printer's screen")
 
     def _on_fatal(self, kind: str, line: str) -> None:
-        """`start` (a reset), a thermal fault or a kill: nothing on the wire will be answered."""
+        """A reset, thermal fault or kill (nothing on the wire will be answered), or in a job a lock
+        or a `!!` error (lines answered but not run): the job fails."""
         if kind == wire.START:
             self._events.append(FirmwareReady(line))
         self._lose_flight(line)
-        if self._state not in ACTIVE_STATES:
-            if kind != wire.START:
-                self._events.append(FirmwareMessage(line))
-        elif kind == wire.START:
-            self._fail(FAILURE_RESET, "the printer reset (it said 'start'): the job is lost")
-        elif kind == wire.THERMAL:
-            self._fail(FAILURE_THERMAL, f"thermal protection stopped the printer: {line}")
-        else:
-            self._fail(FAILURE_HALTED, f"the printer halted: {line}")
+        if self._state in ACTIVE_STATES:
+            self._fail(*faults.job_failure(kind, line))
+        elif kind != wire.START:
+            self._events.append(FirmwareMessage(line))
 
     # -- timers and endings ---------------------------------------------------------------------
 

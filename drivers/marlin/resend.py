@@ -18,6 +18,7 @@ class ResendPolicy:
         self.answered = -1  # the line number of the last request answered
         self.stale = 0  # copies of that request still to come: refusals of lines sent before
         self.count = 0  # requests answered
+        self.repeats = 0  # requests answered in a row for the same line (`answered`)
 
     def decide(self, asked: int, stream: Stream) -> int | None:
         """The line number to send again from, or None when the request is stale or not ours."""
@@ -49,6 +50,7 @@ class ResendPolicy:
     def _answer(self, n: int, asked: int, stream: Stream) -> int:
         last_tx = stream.frame_tx[n] if n < len(stream.frame_tx) else -1
         self.stale = stream.tx - 1 - last_tx if last_tx >= 0 else 0
+        self.repeats = self.repeats + 1 if asked == self.answered else 1
         self.answered = asked
         self.count += 1
         return n

@@ -132,6 +132,10 @@ class Stream:
         text = self.frames[n].decode("ascii")
         return text[text.index(" ") + 1 : text.rindex("*")]
 
+    def file_line_of(self, n: int) -> int:
+        """The job file's line number of numbered line n (0: a line of the host's own)."""
+        return self._file_lines[n] if 0 <= n < len(self._file_lines) else 0
+
     def entry_for(self, n: int) -> Entry:
         """An in-flight entry for line n without a new transmission (Marlin took an earlier one)."""
         return Entry(n, len(self.frames[n]), m105=n in self._m105)

@@ -20,11 +20,14 @@ TEMPS = "temps"
 ACTION = "action"
 LINE_ERROR = "line_error"  # a refused line: Resend follows
 THERMAL = "thermal"
+LOCKED = "locked"  # PASSWORD_FEATURE: `echo:Printer locked! (Unlock with M511 or LCD)`, then `ok`
+FATAL_ERROR = "fatal_error"  # Klipper's `!! ...`: the command failed and the printer stopped it
 HALTED = "halted"
 ERROR = "error"  # any other Error: line
 UNKNOWN_COMMAND = "unknown_command"
 MESSAGE = "message"
 
+_ACTION_RE = re.compile(r"^//\s*action:\s*(\S*)")  # `// action:cancel` too (Prusa MK3, Repetier)
 _RESEND_RE = re.compile(r"^(?:Resend:\s*N?|rs\s+N?)(\d+)", re.IGNORECASE)
 _ADVANCED_RE = re.compile(r"^ok(?:\s+N(\d+))?\s+P(\d+)\s+B(\d+)\s*$")
 _TEMP_START_RE = re.compile(r"^(?:ok\s*)?(?:T\d*|B|C):")
@@ -58,6 +61,15 @@ def frame(n: int, command: str) -> bytes:
     """`N<n> <command>*<xor of every byte before *>` and a newline, as Marlin checks it."""
     body = f"N{n} {command}".encode("ascii")
     return body + b"*" + str(checksum(body)).encode("ascii") + b"\n"
+
+
+def manual_line(line: str, command: str) -> bytes:
+    """The bytes of a manual command (`command`, the wire text of `line`); ValueError if blank or too long."""
+    if not command:
+        raise ValueError(f"{line!r} is blank once comments are removed")
+    if len(command) + 1 > MAX_CMD_SIZE:
+        raise ValueError(f"{command[:20]!r}... is longer than Marlin's {MAX_CMD_SIZE}-byte buffer")
+    return command.encode("ascii") + b"\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +122,24 @@ def classify(line: str) -> str:
         return BUSY
     if lower == "start":
         return START
-    if line.startswith("//action:"):
+    if _ACTION_RE.match(line):
         return ACTION
     if lower.startswith("error:") or line.startswith("!!"):
-        return _classify_error(lower)
+        kind = _classify_error(lower)
+        return FATAL_ERROR if kind == ERROR and line.startswith("!!") else kind
+    if "printer locked" in lower:
+        return LOCKED
     if _TEMP_START_RE.match(line):
         return TEMPS
     if "unknown command" in lower:
         return UNKNOWN_COMMAND
     return MESSAGE
+
+
+def host_action(line: str) -> str:
+    """`cancel` of `//action:cancel` or `// action:cancel`; empty if the line is not a host action."""
+    match = _ACTION_RE.match(line)
+    return match.group(1) if match else ""
 
 
 def unknown_command_text(line: str) -> str:
@@ -131,6 +152,18 @@ def first_word(command: str) -> str:
     """`G1` of `N12 G1 X3*45`: the command's letter and number, upper case."""
     words = _N_WORD_RE.sub("", command.strip()).replace("*", " ").split()
     return words[0].upper() if words else ""
+
+
+def answers(unknown: str, expected: str, numbered: bool) -> bool:
+    """True if Marlin's `Unknown command: "<unknown>"` is about the command we sent (`expected`).
+
+    A manual command may arrive glued to stray bytes left in Marlin's RX buffer (`?M105` after a
+    `?` meant for GRBL, line noise after a reset): it still answers that command, and its `ok` is
+    the sign of life the handshake waits for.
+    """
+    if first_word(unknown) == first_word(expected):
+        return True
+    return bool(expected.strip()) and not numbered and unknown.upper().endswith(expected.strip().upper())
 
 
 def _classify_error(lower: str) -> str:

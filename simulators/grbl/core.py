@@ -148,7 +148,7 @@ class GrblCore:
             self._finish_boot(now)
         self.advance(now)
         while not self.silent and not self.critical and not self.sleeping:
-            if self.pending is not None and not self._run_pending(now):
+            if self.pending is not None and not self.run_pending(now):
                 break
             line = self._take_line()
             if line is None:
@@ -257,9 +257,9 @@ class GrblCore:
             return
         self.pending = actions
         self.pending_raw = raw
-        self._run_pending(self.clock)
+        self.run_pending(self.clock)
 
-    def _run_pending(self, now: float) -> bool:
+    def run_pending(self, now: float) -> bool:
         """Carry out the pending line's actions in order; True once its `ok` went out."""
         assert self.pending is not None
         while self.pending:
@@ -356,7 +356,7 @@ class GrblCore:
             self.out += (C.MSG_RESET_TO_CONTINUE + "\r\n").encode()
             self.critical = True
         elif code in C.RESETTING_ALARMS:
-            self._reset_sequence()
+            self.reset_sequence()
 
     def soft_reset(self, now: float) -> None:
         """Ctrl-X: stop at once, beam off, flush every buffer, banner; ALARM:3 if the axes were moving."""
@@ -367,9 +367,9 @@ class GrblCore:
         if self.planner.moving or self.jogging():
             self.raise_alarm(C.A_ABORT_CYCLE)
             return
-        self._reset_sequence()
+        self.reset_sequence()
 
-    def _reset_sequence(self) -> None:
+    def reset_sequence(self) -> None:
         """What GRBL's main() does after an abort: re-initialise everything but position and EEPROM."""
         self.alarm = self.alarm or self.sleeping
         self.planner.flush()

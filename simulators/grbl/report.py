@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from simulators.grbl import codes as C
 
 if TYPE_CHECKING:
-    from simulators.grbl.core import GrblCore
+    from simulators.grbl.board import Board
 
 WCO_IDLE, WCO_BUSY = 10, 30
 OVR_IDLE, OVR_BUSY = 10, 20
@@ -29,7 +29,7 @@ def axes(values: tuple[float, ...] | list[float], inches: bool = False) -> str:
 class StatusReporter:
     """Builds `<...>` status reports for one core, keeping GRBL's refresh counters."""
 
-    def __init__(self, core: GrblCore) -> None:
+    def __init__(self, core: Board) -> None:
         self.core = core
         self.reset()
 
@@ -138,12 +138,12 @@ class StatusReporter:
         return 0.0
 
 
-def settings_lines(core: GrblCore) -> list[str]:
+def settings_lines(core: Board) -> list[str]:
     """`$$`: every setting, one per line."""
     return [C.format_setting(n, core.settings[n]) for n in sorted(core.settings)]
 
 
-def parameter_lines(core: GrblCore) -> list[str]:
+def parameter_lines(core: Board) -> list[str]:
     """`$#`: work offsets, G28/G30, G92, TLO, last probe."""
     p = core.persistent
     lines = [f"[G{54 + i}:{axes(cs)}]" for i, cs in enumerate(p.coords)]
@@ -152,7 +152,7 @@ def parameter_lines(core: GrblCore) -> list[str]:
     return lines
 
 
-def build_info_lines(core: GrblCore) -> list[str]:
+def build_info_lines(core: Board) -> list[str]:
     """`$I`: version, build date, the user's string; options, planner blocks, RX buffer size."""
     cfg = core.config
     return [

@@ -6,28 +6,43 @@ with error:3 (unknown), error:2 (no number), error:8 (not idle) and the settings
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from simulators.grbl import codes as C
 from simulators.grbl import report as grbl_report
+from simulators.grbl.board import Board
 from simulators.grbl.gcode import Action, GcodeError, Persistent
 from simulators.grbl.words import read_float
 
-if TYPE_CHECKING:
-    from simulators.grbl.core import GrblCore
+
+class FirmwareLoop(Board, Protocol):
+    """What the `$` commands use of the firmware loop (simulators.grbl.core.GrblCore matches it)."""
+
+    report: grbl_report.StatusReporter
+    startup_lines: list[str]
+    clock: float
+    pending: list[Action] | None
+    pending_raw: str
+    homing_done: bool
+
+    def reply(self, code: int, raw: str | None = None) -> None: ...
+    def jogging(self) -> bool: ...
+    def run_gcode(self, text: str, raw: str, jog: bool) -> None: ...
+    def reset_sequence(self) -> None: ...
+    def run_pending(self, now: float) -> bool: ...
 
 
-def _say(core: GrblCore, *lines: str) -> None:
+def _say(core: FirmwareLoop, *lines: str) -> None:
     for line in lines:
         core.out += (line + "\r\n").encode()
 
 
-def _idle_or_alarm(core: GrblCore) -> bool:
+def _idle_or_alarm(core: FirmwareLoop) -> bool:
     state = core.report.state()
     return state in ("Idle", "Alarm")
 
 
-def execute(core: GrblCore, text: str, raw: str, now: float) -> None:
+def execute(core: FirmwareLoop, text: str, raw: str, now: float) -> None:
     """Run one `$` line (text already stripped and upper-cased) and answer it."""
     rest = text[1:]
     if rest == "":
@@ -43,7 +58,7 @@ def execute(core: GrblCore, text: str, raw: str, now: float) -> None:
     core.reply(code, raw)
 
 
-def _query(core: GrblCore, rest: str) -> int | None:
+def _query(core: FirmwareLoop, rest: str) -> int | None:
     """`$$ $G $C $X`: anything after the letter is error:3."""
     if len(rest) > 1:
         return C.E_INVALID_STATEMENT
@@ -61,12 +76,12 @@ def _query(core: GrblCore, rest: str) -> int | None:
     return 0
 
 
-def _check_mode(core: GrblCore) -> int | None:
+def _check_mode(core: FirmwareLoop) -> int | None:
     if core.check_mode:
         _say(core, C.MSG_DISABLED)
         core.reply(0, "$C")
         core.stats.resets += 1
-        core._reset_sequence()
+        core.reset_sequence()
         return None  # answered already; the reset's banner follows the ok
     if core.report.state() != "Idle":
         return C.E_IDLE_ERROR
@@ -75,7 +90,7 @@ def _check_mode(core: GrblCore) -> int | None:
     return 0
 
 
-def _configure(core: GrblCore, rest: str, raw: str) -> int | None:
+def _configure(core: FirmwareLoop, rest: str, raw: str) -> int | None:
     """Commands that need Idle or Alarm: `$# $H $I $N $SLP $RST= $x= $Nx=`."""
     if not _idle_or_alarm(core):
         return C.E_IDLE_ERROR
@@ -105,18 +120,18 @@ def _configure(core: GrblCore, rest: str, raw: str) -> int | None:
     return _store_setting(core, rest)
 
 
-def _home(core: GrblCore, rest: str, raw: str) -> int | None:
+def _home(core: FirmwareLoop, rest: str, raw: str) -> int | None:
     if not core.settings[22]:
         return C.E_SETTING_DISABLED
     if rest != "H":
         return C.E_INVALID_STATEMENT
     core.pending = [Action("home")]
     core.pending_raw = raw
-    core._run_pending(core.clock)
+    core.run_pending(core.clock)
     return None
 
 
-def finish_homing(core: GrblCore) -> None:
+def finish_homing(core: FirmwareLoop) -> None:
     """Homing done: the axes stand `$27` off their switches; the alarm lock is lifted."""
     core.homing_done = False
     pulloff = core.settings[27]
@@ -129,7 +144,7 @@ def finish_homing(core: GrblCore) -> None:
     run_startup_lines(core)
 
 
-def _build_info(core: GrblCore, rest: str) -> int:
+def _build_info(core: FirmwareLoop, rest: str) -> int:
     if rest == "I":
         _say(core, *grbl_report.build_info_lines(core))
         return 0
@@ -139,7 +154,7 @@ def _build_info(core: GrblCore, rest: str) -> int:
     return 0
 
 
-def _restore(core: GrblCore, what: str, raw: str) -> int | None:
+def _restore(core: FirmwareLoop, what: str, raw: str) -> int | None:
     if what not in ("$", "#", "*"):
         return C.E_INVALID_STATEMENT
     if what in ("$", "*"):
@@ -151,7 +166,7 @@ def _restore(core: GrblCore, what: str, raw: str) -> int | None:
     _say(core, C.MSG_RESTORING)
     core.reply(0, raw)
     core.stats.resets += 1
-    core._reset_sequence()
+    core.reset_sequence()
     return None
 
 
@@ -165,7 +180,7 @@ def _number_then_equals(rest: str) -> tuple[float, str] | int:
     return value, rest[pos + 1 :]
 
 
-def _store_setting(core: GrblCore, rest: str) -> int:
+def _store_setting(core: FirmwareLoop, rest: str) -> int:
     parsed = _number_then_equals(rest)
     if isinstance(parsed, int):
         return parsed
@@ -182,7 +197,7 @@ def _store_setting(core: GrblCore, rest: str) -> int:
     return 0
 
 
-def _store_startup_line(core: GrblCore, rest: str) -> int:
+def _store_startup_line(core: FirmwareLoop, rest: str) -> int:
     if core.report.state() != "Idle":
         return C.E_IDLE_ERROR
     parsed = _number_then_equals(rest)
@@ -200,7 +215,7 @@ def _store_startup_line(core: GrblCore, rest: str) -> int:
     return 0
 
 
-def run_startup_lines(core: GrblCore) -> None:
+def run_startup_lines(core: FirmwareLoop) -> None:
     """After a reset without alarm (or a homing cycle): run `$N0`/`$N1`, each answered `>line:ok`."""
     for line in core.startup_lines:
         if not line:
@@ -215,7 +230,7 @@ def run_startup_lines(core: GrblCore) -> None:
         _say(core, f">{line}:ok")
 
 
-def _jog(core: GrblCore, rest: str, raw: str) -> None:
+def _jog(core: FirmwareLoop, rest: str, raw: str) -> None:
     state = core.report.state()
     if state not in ("Idle", "Jog"):
         core.reply(C.E_IDLE_ERROR)
@@ -226,7 +241,7 @@ def _jog(core: GrblCore, rest: str, raw: str) -> None:
     core.run_gcode(rest[2:], raw, jog=True)
 
 
-def within_travel(core: GrblCore, target: tuple[float, float, float]) -> bool:
+def within_travel(core: FirmwareLoop, target: tuple[float, float, float]) -> bool:
     """Soft limits: machine space runs from 0 down to -max travel (or up, for axes homing negative)."""
     direction = int(core.settings[23])
     for i, value in enumerate(target):
@@ -237,7 +252,7 @@ def within_travel(core: GrblCore, target: tuple[float, float, float]) -> bool:
     return True
 
 
-def extended_realtime(core: GrblCore, byte: int) -> None:
+def extended_realtime(core: FirmwareLoop, byte: int) -> None:
     """Override bytes 0x90-0x9D, safety door 0x84, jog cancel 0x85, flood toggle 0xA0; others ignored."""
     p = core.planner
     feed = {0x90: None, 0x91: 10, 0x92: -10, 0x93: 1, 0x94: -1}

@@ -19,8 +19,9 @@ from simulators.marlin.thermal import TEMP_RESIDENCY_S, Heater, autotune_result,
 if TYPE_CHECKING:
     import random
 
-    from simulators.marlin.firmware import MarlinConfig, Planner
     from simulators.marlin.lines import LineChecker
+    from simulators.marlin.options import MarlinConfig
+    from simulators.marlin.planner import Planner
 
 Blocking = Generator[float, None, str | None]
 Handler = Callable[[str], "str | Blocking | None"]
@@ -253,6 +254,8 @@ class CommandsMixin:
         return self._wait_heater(heater, target, TEMP_RESIDENCY_S if not both_ways else 0.0)
 
     def _m105(self, command: str) -> str:
+        if self.cfg.ok_before_output:
+            return f"ok\n {self.temperature_report()}"
         return f"ok {self.temperature_report()}"
 
     def _m155(self, command: str) -> None:

@@ -10,8 +10,9 @@ processed; a move is processed when it enters the planner, which blocks while th
 Host-facing intervals (busy keepalive, temperature lines, M155) run on wall time; physical processes
 (moves, heating, dwell, homing, autotune) take their physical time multiplied by `time_scale`.
 
-"Line" in the injected faults is the N number of a numbered line (the fault fires once, when the line
-with that N passes the line-number and checksum checks).
+"Line" in the injected faults is the N number of a numbered line. A fault fires once, when the line
+with that N comes to run (every earlier line processed and acknowledged); resend-without-ok fires
+when that line is read, as the line checks do.
 """
 
 from __future__ import annotations
@@ -19,94 +20,20 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from simulators.marlin.commands import CommandsMixin, Handler
+from simulators.marlin.commands import CommandsMixin, Handler, command_code
 from simulators.marlin.lines import EmergencyParser, LineChecker, Verdict, strip_comment
+from simulators.marlin.options import MarlinConfig, MarlinFaults, MarlinStats
+from simulators.marlin.planner import Planner
 from simulators.marlin.settings import Settings, boot_banner
 from simulators.marlin.thermal import bed, hotend
-from simulators.wire import Wire, WireStats
+from simulators.wire import Wire
 
 MAX_CMD_SIZE = 96  # Marlin ignores characters past this in one line
 ACTIONS = ("pause", "resume", "cancel")
 
-
-@dataclass
-class MarlinStats(WireStats):
-    """Wire counters plus what the firmware saw."""
-
-    lines_received: int = 0  # non-empty lines read from the RX buffer (refused ones included)
-    commands_executed: int = 0
-    line_number_errors: int = 0
-    checksum_errors: int = 0  # checksum mismatches, including injected resend-without-ok
-    missing_checksum_errors: int = 0
-    resends_requested: int = 0
-    unknown_commands: int = 0
-    faults_fired: list[str] = field(default_factory=list)
-
-
-@dataclass
-class MarlinFaults:
-    """Faults to inject, each at the numbered line with that N (None: never)."""
-
-    reset_at_line: int | None = None
-    kill_at_line: int | None = None
-    thermal_runaway_at_line: int | None = None
-    silence_at_line: int | None = None
-    resend_without_ok_at_line: int | None = None
-    drop_connection_at_line: int | None = None
-    action_at_line: tuple[int, str] | None = None  # (N, "pause" | "resume" | "cancel")
-
-
-@dataclass
-class MarlinConfig:
-    """The firmware's build options and the simulation's knobs."""
-
-    bufsize: int = 4
-    planner_blocks: int = 16
-    time_scale: float = 1.0
-    advanced_ok: bool = False
-    busy_interval_s: float = 2.0  # HOST_KEEPALIVE_INTERVAL (wall time)
-    temp_interval_s: float = 1.0  # temperature lines while waiting for a heater (wall time)
-    boot_s: float = 0.05  # from reset (port open) to `start`
-    greet_on_open: bool = True  # False: greet at start-up (the host may miss it)
-    seed: int = 0
-    faults: MarlinFaults = field(default_factory=MarlinFaults)
-
-
-class Planner:
-    """Marlin's block ring buffer: one slot always stays empty, so BLOCK_BUFFER_SIZE-1 moves fit."""
-
-    def __init__(self, blocks: int) -> None:
-        self.capacity = blocks - 1
-        self._ends: deque[float] = deque()  # when each planned block finishes
-
-    def retire(self, now: float) -> None:
-        """Forget blocks that have finished moving."""
-        while self._ends and self._ends[0] <= now:
-            self._ends.popleft()
-
-    def moves_free(self, now: float) -> int:
-        """planner.moves_free(): blocks that can still be added."""
-        self.retire(now)
-        return self.capacity - len(self._ends)
-
-    def add(self, now: float, duration: float) -> None:
-        """Plan one block after the ones already planned."""
-        start = self._ends[-1] if self._ends and self._ends[-1] > now else now
-        self._ends.append(start + duration)
-
-    def next_free_at(self) -> float:
-        """When the oldest block finishes."""
-        return self._ends[0]
-
-    def idle_at(self, now: float) -> float:
-        """When every planned block has finished."""
-        return self._ends[-1] if self._ends else now
-
-    def clear(self) -> None:
-        """Drop every block (quickstop, kill, reset)."""
-        self._ends.clear()
+__all__ = ["ACTIONS", "MarlinConfig", "MarlinFaults", "MarlinFirmware", "MarlinStats", "Planner"]
 
 
 @dataclass
@@ -238,7 +165,15 @@ class MarlinFirmware(CommandsMixin):
         return None if self.halted else self._boot_at
 
     def _begin(self, item: Queued) -> None:
+        # time_scale 0: what the previous command started (a heater's target) is already done
+        self._advance_physics(self.now)
+        if item.line_number is not None and self._inject_fault(item.line_number):
+            return
         self.busy_next = self.now + self.cfg.busy_interval_s
+        if self.cfg.locked and command_code(item.command) not in ("M110", "M511"):
+            self.say("echo:Printer locked! (Unlock with M511 or LCD)")  # and nothing is executed
+            self._finish(None, executed=False)
+            return
         handler: Handler | None = self.handler_for(item.command)
         if handler is None:
             self.stats.unknown_commands += 1
@@ -261,13 +196,14 @@ class MarlinFirmware(CommandsMixin):
             self._finish(done.value)
             return None
 
-    def _finish(self, ok_text: str | None) -> None:
+    def _finish(self, ok_text: str | None, executed: bool = True) -> None:
         """The command is processed: record it, say ok (or the handler's own ok line), free its slot."""
         if self.halted or not self.queue:
             return
         item = self.queue[0]
-        self.stats.commands_executed += 1
-        self.on_executed(" ".join(item.command.split()))
+        if executed:
+            self.stats.commands_executed += 1
+            self.on_executed(" ".join(item.command.split()))
         self.say(ok_text if ok_text is not None else self.ok_line(item.line_number))
         self.queue.popleft()
 
@@ -328,12 +264,12 @@ class MarlinFirmware(CommandsMixin):
         if not verdict.accepted:
             self._refuse(verdict)
             return
-        if verdict.line_number is not None and self._inject_fault(verdict):
+        if verdict.line_number is not None and self._refused_by_fault(verdict.line_number):
             return
         self.queue.append(Queued(verdict.command, verdict.line_number))
 
     def _refuse(self, verdict: Verdict, with_ok: bool = True) -> None:
-        """Marlin's gcode_line_error: the error, the RX buffer flushed, `Resend:` and `ok`."""
+        """Marlin's gcode_line_error: the error, the RX buffer flushed (flush_on_error), `Resend:`, `ok`."""
         counter = {
             "line": "line_number_errors",
             "checksum": "checksum_errors",
@@ -342,9 +278,10 @@ class MarlinFirmware(CommandsMixin):
         if counter:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         self.say(f"Error:{verdict.error}")
-        if self.wire is not None:
-            self.wire.rx_clear()
-        self.line_buf.clear()
+        if self.cfg.flush_on_error:
+            if self.wire is not None:
+                self.wire.rx_clear()
+            self.line_buf.clear()
         self.stats.resends_requested += 1
         self.say(f"Resend: {self.checker.last_n + 1}")
         if with_ok:
@@ -359,13 +296,26 @@ class MarlinFirmware(CommandsMixin):
         self.stats.faults_fired.append(f"{name}@{n}")
         return True
 
-    def _inject_fault(self, verdict: Verdict) -> bool:
-        """Fire a fault due at this line; True if the line must not be queued."""
-        n = verdict.line_number
-        assert n is not None
+    def _refused_by_fault(self, n: int) -> bool:
+        """The checksum faults refuse line n as it is read, as the line checks do."""
+        f = self.cfg.faults
+        without_ok = self._fires("resend_without_ok", f.resend_without_ok_at_line, n)
+        if not without_ok and not self._fires("checksum_error", f.checksum_error_at_line, n):
+            return False
+        self.checker.last_n = n - 1
+        error = f"checksum mismatch, Last Line: {n - 1}"
+        self._refuse(Verdict(False, error=error, kind="checksum"), with_ok=not without_ok)
+        return True
+
+    def _inject_fault(self, n: int) -> bool:
+        """Fire a fault due at line n as it comes to run; True if the line must not run.
+
+        At run time rather than when the line is read, so every earlier line has been processed and
+        acknowledged whatever the host's bytes arrived together with.
+        """
         f = self.cfg.faults
         if f.action_at_line and self._fires("action", f.action_at_line[0], n):
-            self.say(f"//action:{f.action_at_line[1]}")
+            self.say(f"//{' ' if self.cfg.action_space else ''}action:{f.action_at_line[1]}")
         if self._fires("kill", f.kill_at_line, n):
             self.kill()
         elif self._fires("thermal_runaway", f.thermal_runaway_at_line, n):
@@ -379,11 +329,6 @@ class MarlinFirmware(CommandsMixin):
         elif self._fires("reset", f.reset_at_line, n):
             self._power_on()
             self._boot_at = self.now + self.cfg.boot_s
-        elif self._fires("resend_without_ok", f.resend_without_ok_at_line, n):
-            self.checker.last_n = n - 1
-            self._refuse(
-                Verdict(False, error=f"checksum mismatch, Last Line: {n - 1}", kind="checksum"), False
-            )
         else:
             return False
         return True

@@ -14,7 +14,11 @@ the port, as a board reset by DTR does; bytes the host sends during those `boot_
 are on a real board in its bootloader. `greet_on_open=False` greets at start-up instead (a host that
 opens later misses it, pyserial having flushed its input).
 
-Faults (`*_at_line`) fire once, at the numbered line whose N is that number (see marlin_firmware).
+Faults (`*_at_line`) fire once, at the numbered line whose N is that number (see
+simulators.marlin.firmware). Other firmware's habits, as options: `flush_on_error=False` keeps the RX
+buffer after a refused line (Marlin before 2019: every line behind it is refused too),
+`ok_before_output` answers M105 with `ok` before its `T:` line, `action_space` writes host actions
+as `// action:...`, `locked` answers every command `echo:Printer locked!` and `ok` (PASSWORD_FEATURE).
 
 USB replug: `unplug()` closes the pty as a pulled cable does (the host's port fails) and `plug()`
 brings a NEW pty, as the kernel gives a replugged adapter a new tty. Give `link=PATH` to keep a stable
@@ -66,6 +70,11 @@ class MarlinSimulator:
         resend_without_ok_at_line: int | None = None,
         drop_connection_at_line: int | None = None,
         action_at_line: tuple[int, str] | None = None,
+        checksum_error_at_line: int | None = None,
+        flush_on_error: bool = True,
+        ok_before_output: bool = False,
+        action_space: bool = False,
+        locked: bool = False,
         link: str | Path | None = None,
     ) -> None:
         if action_at_line is not None and action_at_line[1] not in ("pause", "resume", "cancel"):
@@ -78,6 +87,7 @@ class MarlinSimulator:
             resend_without_ok_at_line=resend_without_ok_at_line,
             drop_connection_at_line=drop_connection_at_line,
             action_at_line=action_at_line,
+            checksum_error_at_line=checksum_error_at_line,
         )
         config = MarlinConfig(
             bufsize=bufsize,
@@ -90,6 +100,10 @@ class MarlinSimulator:
             greet_on_open=greet_on_open,
             seed=seed,
             faults=faults,
+            flush_on_error=flush_on_error,
+            ok_before_output=ok_before_output,
+            action_space=action_space,
+            locked=locked,
         )
         self.stats = MarlinStats()
         self.executed: list[str] = []

@@ -35,6 +35,7 @@ RX_BUFFER = 128
 MARLIN_LINES = int(os.environ.get("FABNODE_BENCH_LINES", "10000"))
 # The naive host is ~3x slower: it runs on a shorter prefix of the same file (a rate per byte).
 NAIVE_LINES = int(os.environ.get("FABNODE_BENCH_NAIVE_LINES", "2000"))
+FAULT_LINES, FAULT_AT = 3000, 500  # the one-fault run: a benchy prefix, the N of the refused line
 
 
 @dataclass
@@ -66,9 +67,9 @@ class Run:
 class SimProcess:
     """`fabnode sim <firmware>` in a subprocess: its pty path on the first line, stats on SIGTERM."""
 
-    def __init__(self, firmware: str, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "fabnode", "sim", firmware, "--baud", str(BAUD), "--latency-ms",
-               str(LATENCY_MS), "--rx-buffer", str(RX_BUFFER), "--time-scale", "0", *extra]
+    def __init__(self, firmware: str, *extra: str, cmd: list[str] | None = None) -> None:
+        cmd = cmd or [sys.executable, "-m", "fabnode", "sim", firmware, "--baud", str(BAUD), "--latency-ms",
+                      str(LATENCY_MS), "--rx-buffer", str(RX_BUFFER), "--time-scale", "0", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert self.proc.stdout is not None
         self.port = self.proc.stdout.readline().strip()
@@ -93,9 +94,9 @@ def wire_lines(path: Path, limit: int | None, paren_comments: bool) -> tuple[lis
 
 
 def streamer_run(firmware: str, raw: Sequence[str], make_protocol: Callable[[], object],
-                 *sim_args: str) -> Run:
+                 *sim_args: str, sim: SimProcess | None = None) -> Run:
     """Stream through drivers.streamer.Streamer with the real host protocol."""
-    sim = SimProcess(firmware, *sim_args)
+    sim = sim or SimProcess(firmware, *sim_args)
     done = threading.Event()
     ended: list[JobEnded] = []
     progress: list[Progress] = []
@@ -118,9 +119,13 @@ def streamer_run(firmware: str, raw: Sequence[str], make_protocol: Callable[[], 
     finally:
         stats = sim.stop()
     end = ended[0]
+    resends_answered[:] = [end.resends]
     total = sum(1 for line in raw if strip_for_wire(line, paren_comments=False))
     useful = progress[-1].bytes_acked if progress else 0
     return Run(end.bytes_sent, end.duration_s, end.lines_acked, total, cpu, end.status, stats, useful)
+
+
+resends_answered: list[int] = []  # the last streamer_run's JobEnded.resends
 
 
 def _checksum(frame: bytes) -> int:
@@ -236,6 +241,29 @@ def marlin_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+def marlin_fault_rows() -> list[tuple[str, str, str]]:
+    """Resends for ONE injected checksum error on a Marlin that keeps its RX buffer after an error.
+
+    Every line already in that buffer is refused too, each with its own `Resend:`; a host that
+    tells copies from new requests answers one, and the firmware asks at most once per line that
+    was in flight. Issue 9 measured 222-735 resends per fault against firmware of this kind.
+    """
+    from drivers.marlin.host import MarlinHost
+
+    raw, _ = wire_lines(GCODE / "prusaslicer-benchy.gcode", FAULT_LINES, paren_comments=False)
+    options = {"baud": BAUD, "latency_s": LATENCY_MS / 1000, "rx_buffer": RX_BUFFER, "time_scale": 0,
+               "flush_on_error": False, "checksum_error_at_line": FAULT_AT}  # fmt: skip
+    cmd = [sys.executable, "-m", "tests.bench.marlin_sim_process", json.dumps(options)]
+    ours = streamer_run("marlin", raw, MarlinHost, sim=SimProcess("marlin", cmd=cmd))
+    stats = ours.sim_stats
+    answered = resends_answered[0] if resends_answered else "?"
+    label = f"marlin one fault at N{FAULT_AT}, no RX flush after an error: resends (goal <= lines in flight)"
+    return [(label,
+             f"{stats.get('resends_requested', '?')} requested by the firmware, {answered} answered "
+             f"({ours.status}, {ours.lines_acked}/{ours.lines_total} lines)",
+             f"{stats.get('line_number_errors', '?')} lines behind the bad one refused (in flight)")]
+
+
 def grbl_rows() -> list[tuple[str, str, str]]:
     """GRBL on the laser files."""
     from drivers.grbl.host import GrblHost, clean_line
@@ -253,7 +281,7 @@ def grbl_rows() -> list[tuple[str, str, str]]:
 def run() -> list[tuple[str, str, str]]:
     """All streaming rows; a firmware whose host protocol is missing says so instead."""
     rows: list[tuple[str, str, str]] = []
-    for part in (marlin_rows, grbl_rows):
+    for part in (marlin_rows, marlin_fault_rows, grbl_rows):
         try:
             rows += part()
         except ImportError as exc:

@@ -149,3 +149,12 @@ def test_cli_ctrl_c_stops_the_laser_safely_and_exits_130(start_sim: SimFactory, 
     assert proc.returncode == 130, err
     assert "Ctrl-C" in err and '"status": "cancelled"' in out
     assert sim.executed[-1] == "M5"  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(20)
+def test_a_job_started_in_alarm_fails_as_an_alarm_and_says_how_to_unlock(start_sim: SimFactory) -> None:
+    sim = start_sim(homing_lock=True)  # boots in Alarm until $H or $X
+    ended, _ = run_job(sim.port, FAST_BAUD, grbl.GrblHost(), laser_lines(50), timeout=10)
+    assert (ended.status, ended.kind) == ("failed", "alarm"), ended.reason
+    assert "Alarm" in ended.reason and "$X" in ended.reason and "error:9" in ended.reason
+    assert sim.executed == []  # type: ignore[attr-defined]

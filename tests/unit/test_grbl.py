@@ -457,3 +457,55 @@ def test_no_status_polling_and_no_timer_without_a_job() -> None:
     host = GrblHost()
     assert host.next_deadline() is None
     assert host.data_to_send(100.0) == b"" and host.poll(100.0) == []
+
+
+# -- alarms that need a reset, a job started in Alarm, a stuck machine (issue 9 section 4) ----------
+
+
+def test_a_limit_alarm_names_the_soft_reset_in_its_advice() -> None:
+    host = started(["G0 X1", "G0 X500"])
+    host.data_to_send(0.0)
+    (failed,) = of_type(host.receive(b"ok\r\nALARM:1\r\n[MSG:Reset to continue]\r\n", 0.1), JobFailed)
+    assert failed.kind == FAILURE_ALARM and "soft reset (Ctrl-X" in failed.reason and "$X" in failed.reason
+    # GRBL now answers nothing: the next job's silence says what to do, not just "no answer"
+    host.start_job(["G0 X1"], 1.0)
+    host.data_to_send(1.0)
+    (silent,) = of_type(host.poll(11.5), JobFailed)
+    assert silent.kind == "no_answer" and "soft reset (Ctrl-X" in silent.reason
+
+
+def test_a_job_started_in_alarm_fails_as_an_alarm_with_its_advice() -> None:
+    host = started(["G21", "G0 X1"])
+    host.data_to_send(0.0)
+    (failed,) = of_type(host.receive(b"error:9\r\n", 0.1), JobFailed)
+    assert failed.kind == FAILURE_ALARM
+    assert "Alarm" in failed.reason and "error:9" in failed.reason and "$X" in failed.reason
+
+
+def test_grbl_that_answers_but_makes_no_progress_fails_the_job() -> None:
+    host = started([f"G1 X{i} F100" for i in range(40)], no_progress_s=5.0, no_answer_after_s=3.0)
+    host.data_to_send(0.0)
+    failed: list[JobFailed] = []
+    t = 0.0
+    while not failed and t < 10.0:
+        t += 0.5
+        # every `?` is answered, always the same: the machine is stuck, no `ok` comes
+        failed = of_type(host.receive(b"<Run|MPos:1.000,0.000,0.000|FS:100,0>\r\n", t), JobFailed)
+        failed += of_type(host.poll(t), JobFailed)
+        if host.job_state == JobState.CANCELLING:
+            host.data_to_send(t)
+            host.receive(b"<Hold:0|MPos:1.000,0.000,0.000|FS:0,0>\r\n" + BANNER, t)
+            host.data_to_send(t)
+            failed += of_type(host.receive(b"ok\r\n", t), JobFailed)
+    assert 5.0 <= t < 7.0
+    assert len(failed) == 1 and failed[0].kind == "no_answer" and "no progress for 5 s" in failed[0].reason
+
+
+def test_a_moving_machine_is_progress_even_without_an_ok() -> None:
+    host = started([f"G1 X{i} F100" for i in range(40)], no_progress_s=5.0, no_answer_after_s=3.0)
+    host.data_to_send(0.0)
+    for i in range(1, 30):
+        report = f"<Run|MPos:{i}.000,0.000,0.000|FS:100,0>\r\n".encode()
+        events = host.receive(report, i * 0.5) + host.poll(i * 0.5)
+        assert of_type(events, JobFailed) == []
+    assert host.job_state == JobState.RUNNING

@@ -573,3 +573,64 @@ def test_a_real_print_streams_to_the_end(gcode):
     commands = [i for i, line in enumerate(file, 1) if line.split(";", 1)[0].strip()]
     assert done and done[0].lines == len(commands) == len(acked)
     assert acked[-1].line_no == commands[-1]
+
+
+def test_a_probe_glued_to_stray_bytes_is_answered_by_its_ok():
+    # `?` left in Marlin's RX buffer (a GRBL probe tried on this port) turns our M105 into `?M105`
+    host = MarlinHost()
+    host.send_command("M105")
+    host.data_to_send(0.0)
+    events = host.receive(b'echo:Unknown command: "?M105"\nok\n', 0.1)
+    assert events == [CommandReply("M105", ('echo:Unknown command: "?M105"', "ok"), False)]
+
+
+# -- other firmware's habits (issue 9 section 4) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [b"// action:pause\n", b"//  action:pause\n"])
+def test_host_actions_written_with_a_space_are_obeyed(line: bytes):
+    host, _ = started(["G28", "G1 X1", "G1 X2", "G1 X3"], rx_window_bytes=25)
+    events = host.receive(line, 1.0)
+    assert events[0] == HostActionRequested("pause")
+    assert host.job_state == JobState.PAUSING
+
+
+def test_a_printer_asking_for_the_same_line_forever_fails_the_job_naming_it():
+    host, sent = started(["G28", "G1 X1", "G1 X2"], max_resends_of_one_line=3)
+    refusal = b"Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n"
+    events = host.receive(b"ok\n" + refusal * (len(lines_of(sent)) - 1), 1.0)  # G28 taken, the rest refused
+    failed = of(events, JobFailed)
+    for t in range(2, 10):
+        if failed:
+            break
+        again = lines_of(host.data_to_send(float(t)))
+        assert again[0] == numbered(2, "G1 X1")  # asked for again: sent again
+        failed = of(host.receive(refusal * len(again), float(t)), JobFailed)  # refused, every copy
+    assert len(failed) == 1 and failed[0].kind == "error"
+    assert "N2 (file line 2) 4 times in a row" in failed[0].reason
+    assert "checksum mismatch" in failed[0].reason
+    assert host.job_state == JobState.FAILED
+
+
+def test_a_klipper_error_during_a_job_fails_it():
+    host, _ = started(["G28", "G1 X1000"])
+    events = host.receive(b"ok\n!! Move out of range: 1000.000 0.000 0.000 [0.000]\nok\n", 1.0)
+    failed = of(events, JobFailed)
+    assert len(failed) == 1 and failed[0].kind == "error"
+    assert "Move out of range" in failed[0].reason
+    assert host.job_state == JobState.FAILED
+
+
+def test_a_locked_printer_fails_the_job():
+    host, _ = started(["G28", "G1 X1"])
+    events = host.receive(b"echo:Printer locked! (Unlock with M511 or LCD)\nok\n", 1.0)
+    failed = of(events, JobFailed)
+    assert len(failed) == 1 and "M511" in failed[0].reason
+    assert of(events, LineAcked) == []
+
+
+def test_ok_before_the_temperature_line_still_ends_the_job():
+    host, sent = started(["G28"])
+    assert sent == numbered(1, "G28") + numbered(2, "M105")
+    events = host.receive(b"ok\nok\n T:25.00 /0.00 B:25.00 /0.00 @:0 B@:0\n", 1.0)
+    assert of(events, JobCompleted) == [JobCompleted(1, len(numbered(1, "G28")), 0)]

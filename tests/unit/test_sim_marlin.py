@@ -116,8 +116,11 @@ def test_numbered_lines_are_acked_and_recorded_normalised(make_host, tmp_path: P
 
 def test_checksum_error_asks_for_a_resend_and_refuses_later_lines(make_host) -> None:
     host = make_host()
-    host.send(numbered(0, "M110 N0"), numbered(1, "G1 X1"))
-    host.oks(2)
+    host.send(numbered(0, "M110 N0"))
+    # M110 sets the line number again when it runs: a line read before that would be refused
+    host.oks(1)
+    host.send(numbered(1, "G1 X1"))
+    host.oks(1)
     bad = numbered(2, "G1 X2").replace(b"X2", b"X3")  # corrupted after the checksum was taken
     host.send(bad)
     assert host.oks(1) == ["Error:checksum mismatch, Last Line: 1", "Resend: 2", "ok"]
@@ -269,9 +272,12 @@ def test_silence_fault_stops_answering(make_host) -> None:
 
 def test_resend_without_ok_fault(make_host) -> None:
     host = make_host(resend_without_ok_at_line=2)
-    host.send(numbered(1, "G1 X1"), numbered(2, "G1 X2"))
+    host.send(numbered(1, "G1 X1"))
+    # one at a time: a refused line is answered when it is read, before the ok of a line queued with it
+    assert host.oks(1) == ["ok"]
+    host.send(numbered(2, "G1 X2"))
     lines = host.read_until(lambda line: line.startswith("Resend:"))
-    assert lines == ["ok", "Error:checksum mismatch, Last Line: 1", "Resend: 2"]
+    assert lines == ["Error:checksum mismatch, Last Line: 1", "Resend: 2"]
     assert host.quiet_for(0.2) == []
     host.send(numbered(2, "G1 X2"))
     assert host.oks(1) == ["ok"]
@@ -339,3 +345,51 @@ def test_m110_line_number_is_taken_from_its_own_n() -> None:
 def test_normalise_drops_number_checksum_comment_and_extra_spaces() -> None:
     assert normalise("N12  G1   X1 Y2*71 ; move") == "G1 X1 Y2"
     assert normalise("  M104 S200 ;hotend") == "M104 S200"
+
+
+def test_without_rx_flush_every_line_behind_a_bad_one_is_refused(make_host) -> None:
+    host = make_host(flush_on_error=False)
+    bad = numbered(1, "G1 X1").replace(b"X1", b"X7")
+    host.send(bad, numbered(2, "G1 X2"), numbered(3, "G1 X3"))  # together in the RX buffer
+    lines = host.oks(3)
+    assert lines == [
+        "Error:checksum mismatch, Last Line: 0", "Resend: 1", "ok",
+        "Error:Line Number is not Last Line Number+1, Last Line: 0", "Resend: 1", "ok",
+        "Error:Line Number is not Last Line Number+1, Last Line: 0", "Resend: 1", "ok",
+    ]  # fmt: skip
+    assert host.sim.stats.resends_requested == 3
+
+
+def test_checksum_error_fault_refuses_its_line_once(make_host) -> None:
+    host = make_host(checksum_error_at_line=2)
+    host.send(numbered(1, "G1 X1"))
+    assert host.oks(1) == ["ok"]
+    host.send(numbered(2, "G1 X2"))
+    assert host.oks(1) == ["Error:checksum mismatch, Last Line: 1", "Resend: 2", "ok"]
+    host.send(numbered(2, "G1 X2"))
+    assert host.oks(1) == ["ok"]
+    assert host.sim.executed == ["G1 X1", "G1 X2"]
+
+
+def test_ok_before_output_answers_m105_with_ok_first(make_host) -> None:
+    host = make_host(ok_before_output=True)
+    host.send("M105")
+    assert host.oks(1) == ["ok"]
+    assert re.fullmatch(
+        r" T:\d+\.\d\d /0\.00 B:\d+\.\d\d /0\.00 @:0 B@:0", host.read_until(lambda _: True)[0]
+    )
+
+
+def test_action_space_writes_host_actions_with_a_space(make_host) -> None:
+    host = make_host(action_at_line=(2, "cancel"), action_space=True)
+    host.send(numbered(1, "G1 X1"), numbered(2, "G1 X2"))
+    assert host.oks(2) == ["ok", "// action:cancel", "ok"]
+
+
+def test_a_locked_printer_answers_every_command_and_runs_none(make_host) -> None:
+    host = make_host(locked=True)
+    host.send(numbered(0, "M110 N0"))
+    assert host.oks(1) == ["ok"]
+    host.send(numbered(1, "G28"), "M105")
+    assert host.oks(2) == ["echo:Printer locked! (Unlock with M511 or LCD)", "ok"] * 2
+    assert host.sim.executed == ["M110 N0"]

@@ -1,0 +1,56 @@
+"""The Marlin simulator's build options, injected faults and counters (plain data, no behaviour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simulators.wire import WireStats
+
+
+@dataclass
+class MarlinStats(WireStats):
+    """Wire counters plus what the firmware saw."""
+
+    lines_received: int = 0  # non-empty lines read from the RX buffer (refused ones included)
+    commands_executed: int = 0
+    line_number_errors: int = 0
+    checksum_errors: int = 0  # checksum mismatches, including injected resend-without-ok
+    missing_checksum_errors: int = 0
+    resends_requested: int = 0
+    unknown_commands: int = 0
+    faults_fired: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MarlinFaults:
+    """Faults to inject, each at the numbered line with that N (None: never)."""
+
+    reset_at_line: int | None = None
+    kill_at_line: int | None = None
+    thermal_runaway_at_line: int | None = None
+    silence_at_line: int | None = None
+    resend_without_ok_at_line: int | None = None
+    drop_connection_at_line: int | None = None
+    action_at_line: tuple[int, str] | None = None  # (N, "pause" | "resume" | "cancel")
+    checksum_error_at_line: int | None = None  # line N arrives corrupted once (refused, Resend:, ok)
+
+
+@dataclass
+class MarlinConfig:
+    """The firmware's build options and the simulation's knobs."""
+
+    bufsize: int = 4
+    planner_blocks: int = 16
+    time_scale: float = 1.0
+    advanced_ok: bool = False
+    busy_interval_s: float = 2.0  # HOST_KEEPALIVE_INTERVAL (wall time)
+    temp_interval_s: float = 1.0  # temperature lines while waiting for a heater (wall time)
+    boot_s: float = 0.05  # from reset (port open) to `start`
+    greet_on_open: bool = True  # False: greet at start-up (the host may miss it)
+    seed: int = 0
+    # Behaviours of other firmware (and older Marlin) the host must survive:
+    flush_on_error: bool = True  # False: a refused line leaves the RX buffer as it is (Marlin < 2019)
+    ok_before_output: bool = False  # M105 says `ok` first, its `T:` line after (some Marlin forks)
+    action_space: bool = False  # host actions as `// action:pause` (Prusa MK3, Repetier)
+    locked: bool = False  # PASSWORD_FEATURE locked: every command answered `Printer locked!` + `ok`
+    faults: MarlinFaults = field(default_factory=MarlinFaults)
