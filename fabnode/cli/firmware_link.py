@@ -80,16 +80,26 @@ def connect(port: str, baud: int, protocol: HostProtocol, firmware: str,
         fail(f"cannot open {port}: {exc.reason}", exits.PORT)
     if streamer.wait_ready(greeting_timeout_s):
         return streamer
+    if firmware != "grbl":
+        streamer.send_realtime(b"\n")  # stray bytes on the line end there, not glued to the probe
     streamer.send_command(probe_command(firmware))
     if streamer.wait_ready(max(1.0, greeting_timeout_s)) and streamer.lost is None:
         return streamer
+    if firmware == "grbl" and streamer.lost is None:
+        # After a limit alarm GRBL answers nothing, `?` included, until a soft reset: send it.
+        exits.error(f"{port}: no answer to '?': sending GRBL a soft reset (Ctrl-X), as it needs after a "
+                    "limit alarm")
+        streamer.send_realtime(b"\x18")
+        if streamer.wait_ready(max(2.0, greeting_timeout_s)) and streamer.lost is None:
+            return streamer
     lost = streamer.lost
     streamer.close()
     if lost is not None:
         fail(f"{port}: {lost.reason}", exits.PORT)
     fail(f"no answer from the firmware on {port} at {baud} baud: no greeting within "
          f"{greeting_timeout_s:g} s and no reply to {probe_command(firmware)!r} "
-         f"(wrong port, baud rate or firmware?)", exits.NO_ANSWER)
+         f"(wrong port, baud rate or firmware?" + (" GRBL did not answer a soft reset either)" if firmware
+                                                    == "grbl" else ")"), exits.NO_ANSWER)
 
 
 def fail(message: str, code: int) -> NoReturn:

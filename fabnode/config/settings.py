@@ -242,7 +242,7 @@ def _serial(s: Section) -> SerialConfig:
         advanced_ok=s.get_bool("advanced_ok", True),
         no_answer_s=s.get_float("no_answer_s", 60.0, minval=1.0, maxval=3600.0),
         reconnect_every_s=s.get_float("reconnect_every_s", 2.0, minval=0.1, maxval=300.0),
-        no_progress_s=s.get_float("no_progress_s", 30.0, minval=1.0, maxval=3600.0),
+        no_progress_s=s.get_float("no_progress_s", 120.0, minval=1.0, maxval=3600.0),
     )
 
 

@@ -81,7 +81,8 @@ def build_parts(config: Config, state_dir: Path, sim_speed: float = 50.0) -> Par
 def make_protocol(config: Config) -> HostProtocol:
     """The host protocol for the machine's firmware, with the config's limits."""
     if config.machine.firmware == GRBL:
-        return GrblHost(rx_buffer_bytes=config.serial.rx_window, no_answer_after_s=config.serial.no_answer_s)
+        return GrblHost(rx_buffer_bytes=config.serial.rx_window, no_answer_after_s=config.serial.no_answer_s,
+                        no_progress_s=config.serial.no_progress_s)
     return MarlinHost(
         rx_window_bytes=config.serial.rx_window,
         use_advanced_ok=config.serial.advanced_ok,

@@ -17,7 +17,7 @@ def test_status_shows_the_settings_in_force(tmp_path: Path) -> None:
         settings = json.loads(result.stdout)["settings"]
         assert settings["session"]["idle_timeout_s"] == 720.0  # from the file
         assert settings["machine"]["max_job_mb"] == 200  # a default nobody wrote, shown all the same
-        assert settings["serial"]["no_progress_s"] == 30.0
+        assert settings["serial"]["no_progress_s"] == 120.0
         assert "password" not in json.dumps(settings["telemetry"]).lower().replace("password_file", "")
     finally:
         node.stop()

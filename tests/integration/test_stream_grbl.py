@@ -158,3 +158,18 @@ def test_a_job_started_in_alarm_fails_as_an_alarm_and_says_how_to_unlock(start_s
     assert (ended.status, ended.kind) == ("failed", "alarm"), ended.reason
     assert "Alarm" in ended.reason and "$X" in ended.reason and "error:9" in ended.reason
     assert sim.executed == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(40)
+def test_after_a_limit_alarm_stream_sends_the_soft_reset_grbl_needs(start_sim: SimFactory,
+                                                                    tmp_path: Path) -> None:
+    path, _ = write_prefix(gcode_path("laser-jsdc.gcode"), 400, tmp_path)
+    sim = start_sim(alarm_at_line=FAULT_AT)  # ALARM:1, a hard limit: GRBL answers nothing until a reset
+    args = ("stream", "--port", sim.port, "--firmware", "grbl", "--baud", str(FAST_BAUD))  # type: ignore[attr-defined]
+    assert fabnode(*args, str(path)).returncode == 6
+    again = fabnode(*args, "--timeout", "2", str(path))
+    assert "sending GRBL a soft reset (Ctrl-X)" in again.stderr, again.stderr
+    # GRBL answered the reset (not "no answer ... wrong port?"): the job now fails on the alarm lock,
+    # with the unlock to use.
+    assert again.returncode == 6, again.stderr
+    assert "$X" in again.stderr

@@ -59,7 +59,7 @@ def test_defaults_are_shown_as_in_force(tmp_path: Path) -> None:
         "advanced_ok": True,
         "no_answer_s": 60.0,
         "reconnect_every_s": 2.0,
-        "no_progress_s": 30.0,
+        "no_progress_s": 120.0,
     }
     assert in_force["machine"]["firmware"] == "grbl"
     assert in_force["machine"]["max_line_length"] == 80

@@ -101,7 +101,7 @@ def test_no_progress_s_and_max_job_mb_defaults(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text(render("laser"))
     config = load_config(path)
-    assert config.serial.no_progress_s == 30.0
+    assert config.serial.no_progress_s == 120.0
     assert config.max_job_mb == 200
     assert config.max_job_bytes == 200 * 1024 * 1024
 
