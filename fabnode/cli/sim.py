@@ -108,8 +108,18 @@ def marlin(
     action_at_line: Annotated[
         str | None, typer.Option(help="N:pause, N:resume or N:cancel: print //action:<x> at line N.")
     ] = None,
+    checksum_error_at_line: AtLine = None,
+    rx_flush: Annotated[bool, typer.Option(
+        "--rx-flush/--no-rx-flush", help="Drop the RX buffer after a refused line (Marlin 2019 on).")] = True,
+    ok_before_output: Annotated[bool, typer.Option(
+        "--ok-before-output", help="Answer M105 with ok first, its T: line after (some forks).")] = False,
+    action_space: Annotated[bool, typer.Option(
+        "--action-space", help="Write host actions as '// action:...' (Prusa MK3, Repetier).")] = False,
+    locked: Annotated[bool, typer.Option(
+        "--locked", help="Answer every command 'Printer locked!' and ok (PASSWORD_FEATURE).")] = False,
 ) -> None:
-    """A Marlin 2.1 printer. Fault lines are the N numbers of numbered lines."""
+    """A Marlin 2.1 printer. Fault lines are the N numbers of numbered lines; a fault fires when its line
+    comes to run."""
     from simulators.marlin.simulator import MarlinSimulator
 
     sim = MarlinSimulator(
@@ -128,6 +138,11 @@ def marlin(
         resend_without_ok_at_line=resend_without_ok_at_line,
         drop_connection_at_line=drop_connection_at_line,
         action_at_line=_parse_action(action_at_line),
+        checksum_error_at_line=checksum_error_at_line,
+        flush_on_error=rx_flush,
+        ok_before_output=ok_before_output,
+        action_space=action_space,
+        locked=locked,
     )
     run_until_signal(sim)
 
