@@ -173,3 +173,15 @@ def test_after_a_limit_alarm_stream_sends_the_soft_reset_grbl_needs(start_sim: S
     # with the unlock to use.
     assert again.returncode == 6, again.stderr
     assert "$X" in again.stderr
+
+
+@pytest.mark.timeout(30)
+def test_percent_program_marks_never_reach_grbl(start_sim: SimFactory, tmp_path: Path) -> None:
+    path = tmp_path / "cam.nc"
+    path.write_text("%\nG21 G90\nM4 S100\nG1 X5 Y5 F1200\nM5\n%\n", encoding="utf-8")
+    sim = start_sim()
+    result = fabnode("stream", "--port", sim.port, "--firmware", "grbl", "--baud", str(FAST_BAUD),  # type: ignore[attr-defined]
+                     "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    assert json_summary(result)["status"] == "completed"
+    assert "%" not in sim.executed and sim.executed[-1] == "M5"  # type: ignore[attr-defined]
