@@ -99,6 +99,13 @@ def _create_secret(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def masked_uid(uid: str | bytes) -> str:
+    """A badge UID as an error may show it: its first two characters and its length, never the whole
+    (a UID read off a card is enough to clone it, and errors reach terminals, logs and screenshots)."""
+    text = uid.hex() if isinstance(uid, bytes | bytearray) else str(uid).strip()
+    return f"'{text[:2]}…' ({len(text)} characters)" if text else "'' (empty)"
+
+
 def normalise_uid(uid: str | bytes) -> bytes:
     """A badge UID as bytes, from `04:A2:2B:1C`, `04a22b1c`, `04 A2 2B 1C` or raw reader bytes."""
     if isinstance(uid, bytes | bytearray):
@@ -108,17 +115,18 @@ def normalise_uid(uid: str | bytes) -> bytes:
         groups = [g for g in _SEPARATORS.split(text) if g]
         if len(groups) > 1 and any(len(g) != 2 for g in groups):
             raise AccessError(
-                f"badge UID {uid!r}: separated groups must be two hex digits each (04:A2:2B:1C)"
+                f"badge UID {masked_uid(uid)}: separated groups must be two hex digits each (04:A2:2B:1C)"
             )
         digits = "".join(groups)
         if not digits or not _HEX.fullmatch(digits):
-            raise AccessError(f"badge UID {uid!r} is not hexadecimal (expected e.g. 04:A2:2B:1C or 04a22b1c)")
+            raise AccessError(f"badge UID {masked_uid(uid)} is not hexadecimal (expected e.g. 04:A2:2B:1C or "
+                              "04a22b1c)")
         if len(digits) % 2:
-            raise AccessError(f"badge UID {uid!r} has an odd number of hex digits ({len(digits)})")
+            raise AccessError(f"badge UID {masked_uid(uid)} has an odd number of hex digits ({len(digits)})")
         raw = bytes.fromhex(digits)
     if len(raw) not in BADGE_LENGTHS:
         lengths = ", ".join(str(n) for n in BADGE_LENGTHS[:-1]) + f" or {BADGE_LENGTHS[-1]}"
-        raise AccessError(f"badge UID {uid!r} is {len(raw)} bytes long; expected {lengths} bytes")
+        raise AccessError(f"badge UID {masked_uid(uid)} is {len(raw)} bytes long; expected {lengths} bytes")
     return raw
 
 

@@ -78,8 +78,10 @@ def test_badge_from_stdin(run, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["members", "add", "Bob", "--badge", "04:A2:2B"], "fabnode: badge UID '04:A2:2B' is 3 bytes long"),
-        (["members", "add", "Bob", "--badge", "nothex"], "fabnode: badge UID 'nothex' is not hexadecimal"),
+        (["members", "add", "Bob", "--badge", "04:A2:2B"],
+         "fabnode: badge UID '04…' (8 characters) is 3 bytes long"),
+        (["members", "add", "Bob", "--badge", "nothex"],
+         "fabnode: badge UID 'no…' (6 characters) is not hexadecimal"),
         (["members", "add", "Ada", "--badge", "04556677"], "fabnode: member 'Ada' already exists"),
         (
             ["members", "add", "Bob", "--badge", "04a22b1c"],
@@ -126,7 +128,8 @@ def test_import_reports_bad_rows_by_line_commits_good_ones_and_exits_1(run, tmp_
     )
     r = run("members", "import", str(csv_file))
     assert r.exit_code == 1
-    assert f"{csv_file}:3: badge UID '04:A2:2B' is 3 bytes long" in r.stderr
+    assert f"{csv_file}:3: badge UID '04…' (8 characters) is 3 bytes long" in r.stderr
+    assert "04:A2:2B" not in r.stderr  # never the UID itself
     assert f"{csv_file}:5: until 'tomorrow' is not a date" in r.stderr
     assert "2 added, 0 updated, 2 trainings granted; 2 rows rejected" in r.stdout
     listed = {m["name"]: m for m in json.loads(run("members", "list", "--json").stdout)}
