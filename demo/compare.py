@@ -44,10 +44,10 @@ NOBODY = (None, "-")
 FIGURES = (
     Figure("jobs", "jobs", "jobs"),
     Figure("sessions", "sessions", "sessions"),
-    Figure("time unlocked, s (sessions)", "session_s", "hours", 3600.0, 4, 1),
-    Figure("time running jobs, s", "job_s", "job_hours", 3600.0, 4, 1),
+    Figure("time unlocked, s (wall clock)", "session_s", "hours", 3600.0, 4, 1),
+    Figure("time running jobs, s (wall clock)", "job_s", "job_hours", 3600.0, 4, 1),
     Figure("filament, g", "filament_g", "filament_kg", 1000.0, 6, 3),
-    Figure("laser on, s", "laser_on_s", "laser_hours", 3600.0, 4, 1),
+    Figure("laser on, s (machine time)", "laser_on_s", "laser_hours", 3600.0, 4, 1),
     Figure("cost", "cost", "cost", 1.0, 2, 2),
     Figure("members (distinct)", "members", "members"),
 )

@@ -1,7 +1,8 @@
 """What the demo's nodes run on: their configs and the G-code of the day's jobs.
 
-The jobs are the real slicer and CAM files from `../shared/data/gcode` beside the repository when they
-are there; otherwise (a clone on its own) small files generated here that do the same kind of work.
+The jobs are the real slicer and CAM files from `../shared/data/gcode` beside the repository, else the
+same files the tests keep in `tests/data` (a clone on its own); without either (the demo copied out of
+the checkout) small files generated here that do the same kind of work.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from fabnode.gcode.analysis import analyze_file
 from fabnode.node.sim_configs import simulated_toml
 
 LAB = "demo-lab"
@@ -17,8 +19,11 @@ PRINTER = "sim-printer"
 LASER = "sim-laser"
 PRINTER_FILE = "prusaslicer-cubhelix.gcode"
 LASER_FILE = "laser-jsdc.gcode"
-FAST_PRINT_LINES = 3200  # --fast: the start G-code, the purge line and the first layers of the cube
-FAST_LASER_LINES = 1200  # --fast: the first paths of the engraving
+# --fast cuts each real file after this many lines of the file: for the print, the start G-code, the
+# purge line and the first layers of the cube (about 3,100 G-code lines, 8 s on the wire); for the laser,
+# its first paths. The demo itself counts only G-code lines (what is sent), as the node does.
+FAST_PRINT_LINES = 4800
+FAST_LASER_LINES = 1200
 PRINT_END = "M104 S0 ; hotend off\nM140 S0 ; bed off\nM107\nM84\n"
 
 # The built-in simulated printer and laser of `fabnode run --simulate`, with the demo's short timers:
@@ -36,20 +41,35 @@ LASER_TOML = simulated_toml(
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A G-code file for the day and a sentence saying where it came from."""
+    """A G-code file for the day, a sentence saying where it came from, and its G-code lines: the
+    commands the node sends (comments and blank lines are not sent), the count `fabnode status` shows."""
 
     path: Path
     about: str
+    gcode_lines: int
+
+
+def _job(path: Path, about: str) -> Job:
+    gcode_lines = analyze_file(path).commands
+    return Job(path, f"{about}; {gcode_lines:,} G-code lines to send", gcode_lines)
 
 
 def shared_gcode_dirs() -> list[Path]:
-    """Where `shared/data/gcode` may be: beside the working directory's repo, or beside this package's."""
+    """Where the real files may be: `shared/data/gcode` beside the working directory's repo or beside
+    this package's, then the copies the tests keep in the checkout's tests/data."""
     repo = Path(__file__).resolve().parents[1]
-    return [Path.cwd() / ".." / "shared" / "data" / "gcode", repo.parent / "shared" / "data" / "gcode"]
+    return [Path.cwd() / ".." / "shared" / "data" / "gcode", repo.parent / "shared" / "data" / "gcode",
+            repo / "tests" / "data"]  # fmt: skip
+
+
+def source_of(real: Path) -> str:
+    """Where a real file was found, in words: the shared data set or the copies the tests keep."""
+    return "tests/data" if real.parent.name == "data" and real.parent.parent.name == "tests" else \
+        "../shared/data/gcode"
 
 
 def find_shared(name: str) -> Path | None:
-    """The real G-code file `name`, if a shared/ folder is beside the repository."""
+    """The real G-code file `name`, from a shared/ folder beside the repository or from tests/data."""
     for folder in shared_gcode_dirs():
         if (folder / name).is_file():
             return (folder / name).resolve()
@@ -62,31 +82,33 @@ def printer_job(folder: Path, fast: bool) -> Job:
     if real is None:
         path = folder / "demo-tower.gcode"
         path.write_text(generated_print(layers=20 if fast else 40))
-        return Job(path, f"{path.name}: generated here (no ../shared/data/gcode/{PRINTER_FILE} beside "
-                         "the repository), a 20 mm square tower in PLA")  # fmt: skip
+        return _job(path, f"{path.name}: generated here ({PRINTER_FILE} is neither in "
+                         "../shared/data/gcode nor in tests/data), a 20 mm square tower in PLA")  # fmt: skip
     if not fast:
-        return Job(real, f"{real.name}: a real PrusaSlicer file, 8,024 lines, 2.6 g of PLA")
-    path = folder / f"cubhelix-first-{FAST_PRINT_LINES}-lines.gcode"
+        return _job(real, f"{real.name} (from {source_of(real)}): a real PrusaSlicer file, 2.6 g of PLA")
+    path = folder / "cubhelix-start.gcode"
     head = real.read_text(encoding="utf-8").splitlines(keepends=True)[:FAST_PRINT_LINES]
     path.write_text("".join(head) + "; --fast: the file stops here; the heaters go off\n" + PRINT_END)
-    return Job(path, f"{path.name}: the first {FAST_PRINT_LINES} lines of the real {real.name} "
-                     "(--fast), then heaters off")  # fmt: skip
+    return _job(path, f"{path.name}: the start of the real {real.name} from {source_of(real)} (--fast: its "
+                      "first layers), then heaters off")  # fmt: skip
 
 
 def laser_job(folder: Path, fast: bool) -> Job:
     """The laser job: the real jsdc engraving (or its first lines with --fast), else a generated one."""
     real = find_shared(LASER_FILE)
     if real is not None and not fast:
-        return Job(real, f"{real.name}: a real engraving from a CAM tool, 2,418 lines, laser power S80")
+        return _job(real, f"{real.name} (from {source_of(real)}): a real engraving from a CAM tool, "
+                          "laser power S80")  # fmt: skip
     if real is not None:
-        path = folder / f"jsdc-first-{FAST_LASER_LINES}-lines.gcode"
+        path = folder / "jsdc-start.gcode"
         head = real.read_text(encoding="utf-8").splitlines(keepends=True)[:FAST_LASER_LINES]
         path.write_text("".join(head) + "; --fast: the file stops here; the laser goes off\nM5\nG0 X0 Y0\n")
-        return Job(path, f"{path.name}: the first {FAST_LASER_LINES} lines of the real {real.name} (--fast)")
+        return _job(path, f"{path.name}: the start of the real {real.name} from {source_of(real)} "
+                          "(--fast: its first paths)")  # fmt: skip
     path = folder / "demo-engrave.gcode"
     path.write_text(generated_engraving())
-    return Job(path, f"{path.name}: generated here (no ../shared/data/gcode/{LASER_FILE}), "
-                     "five nested squares engraved")  # fmt: skip
+    return _job(path, f"{path.name}: generated here ({LASER_FILE} is neither in "
+                     "../shared/data/gcode nor in tests/data), five nested squares engraved")  # fmt: skip
 
 
 def generated_print(layers: int, side_mm: float = 20.0, step_mm: float = 1.0) -> str:

@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sim-speed", type=float, default=100.0,
                         help="Simulated machine time runs this many times faster (default 100).")
     parser.add_argument("--fast", action="store_true",
-                        help=f"Print only the first {demo_files.FAST_PRINT_LINES} lines of the file "
-                             "(for tests).")
+                        help=f"Stream only the start of each file: its first {demo_files.FAST_PRINT_LINES} "
+                             f"lines for the print, {demo_files.FAST_LASER_LINES} for the engraving "
+                             "(for tests).")  # fmt: skip
     parser.add_argument("--no-broker", action="store_true",
                         help="Run without mosquitto: telemetry stays queued in each node's outbox.")
     args = parser.parse_args(argv)
@@ -128,9 +129,21 @@ def _close(day: Day, narrator: Narrator, code: int, result: dict[str, Any], star
     elapsed = time.monotonic() - started
     if code == 0:
         narrator.say(f"The day went as scripted in {elapsed:.0f} s. Everything it wrote is in "
-                     f"{narrator.relative(str(day.root))}/ (try `fabnode usage --state-dir "
-                     f"{narrator.relative(str(day.printer_dir))}`).", indent="")  # fmt: skip
+                     f"{narrator.relative(str(day.root))}/ (try `{fabnode_command(narrator)} usage "
+                     f"--state-dir {narrator.relative(str(day.printer_dir))}`).", indent="")  # fmt: skip
     return code
+
+
+def fabnode_command(narrator: Narrator) -> str:
+    """How to type `fabnode` here: bare when it is on PATH as this interpreter's, else the venv's script
+    (`.venv/bin/fabnode` after `make demo`), else `python -m fabnode` with this interpreter."""
+    script = Path(sys.executable).parent / "fabnode"
+    on_path = shutil.which("fabnode")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        return "fabnode"
+    if script.exists():
+        return narrator.relative(str(script))
+    return f"{narrator.relative(sys.executable)} -m fabnode"
 
 
 if __name__ == "__main__":

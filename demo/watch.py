@@ -57,17 +57,23 @@ def hotend(status: dict[str, Any]) -> float | None:
 
 
 def progress_line(job: dict[str, Any], rate: float | None, status: dict[str, Any]) -> str:
-    """`37.2%  1850/4961 lines  612 lines/s  ETA 9 s  hotend 220 °C`."""
-    eta = "?" if job.get("eta_s") is None else f"{job['eta_s']:.0f} s"
+    """`37.2%  1850/4961 lines  612 lines/s  ETA 9 s (wall clock)  hotend 220 °C`: G-code lines, as the
+    node counts them; the ETA is the node's, in real seconds; the laser-on time is the machine's, which the
+    simulator runs faster. No ETA at the first look or while the hotend heats: no rate has been seen yet,
+    or no line moves, so the node's estimate would mean nothing."""
     speed = "" if rate is None else f"  {rate:.0f} lines/s"
     acked, total = job.get("lines_acked", 0), job.get("lines_total", "?")
-    line = f"{job.get('percent', 0.0):5.1f}%  {acked}/{total} lines{speed}  ETA {eta}"
+    line = f"{job.get('percent', 0.0):5.1f}%  {acked}/{total} lines{speed}"
     reading = (status.get("temperatures") or {}).get("hotend")
+    heating = False
     if reading and status.get("kind") == "printer":
         target = reading.get("target") or 0.0
-        heating = "heating, " if target and reading["actual"] < target - 3.0 else ""
-        line += f"  {heating}hotend {reading['actual']:.0f} °C"
-        line += f" -> {target:.0f} °C" if heating else ""
+        heating = bool(target) and reading["actual"] < target - 3.0
+    if rate is not None and not heating and job.get("eta_s") is not None:
+        line += f"  ETA {job['eta_s']:.0f} s (wall clock)"
+    if reading and status.get("kind") == "printer":
+        line += f"  heating, hotend {reading['actual']:.0f} °C -> {target:.0f} °C" if heating else \
+            f"  hotend {reading['actual']:.0f} °C"
     if job.get("laser_on_s"):
         line += f"  laser on {job['laser_on_s']:.0f} s (machine time)"
     return line

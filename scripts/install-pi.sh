@@ -6,6 +6,8 @@
 # example only when absent), /var/lib/fabnode (usage log, lab secret), /srv/fabnode/inbox, a venv in
 # /opt/fabnode with '.[pi]' ('.[pi5]' on a Pi 5), /usr/local/bin/fabnode, the systemd unit (enabled,
 # not started), udev rules, a modprobe blacklist for USB NFC readers and /etc/profile.d/fabnode.sh.
+# The config and the serial port's udev name follow the machine kind (--machine, else the kind in the
+# config already there, else printer): a laser node gets /dev/fabnode-laser, as its config expects.
 # --uninstall keeps /etc/fabnode, /var/lib/fabnode and /srv/fabnode; --purge removes them too.
 #
 # --root DIR (or $FABNODE_ROOT, $DESTDIR) installs into DIR and only prints the system commands
@@ -25,6 +27,8 @@ usage: install-pi.sh [options]            install or update fabnode (as root)
   --no-apt          do not apt-get the build dependencies
   --extra NAME      pip extra: pi, pi5 or none (default: from /proc/device-tree/model)
   --machine KIND    printer or laser: the example copied to /etc/fabnode/fabnode.toml (first install)
+                    and the serial port's name in the udev rule (/dev/fabnode-KIND); default: the
+                    kind in an existing /etc/fabnode/fabnode.toml, else printer
   --technician USER add USER to the fabnode group (may be repeated)
   --python PY       the Python (>= 3.11) for the venv (default python3)
   --uninstall       remove the service, venv, symlink, udev rules and profile snippet
@@ -36,7 +40,7 @@ EOF
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${FABNODE_ROOT:-${DESTDIR:-}}
 DRY=0 NO_SYSTEMD=0 NO_PIP=0 NO_APT=0 UNINSTALL=0 PURGE=0
-EXTRA="" MACHINE=printer PYTHON=python3
+EXTRA="" MACHINE="" PYTHON=python3
 TECHNICIANS=()
 MODEL_FILE=${FABNODE_MODEL_FILE:-/proc/device-tree/model}
 
@@ -71,7 +75,7 @@ parse_args() {
         esac
         shift
     done
-    case $MACHINE in printer|laser) ;; *) die "--machine $MACHINE: use printer or laser" ;; esac
+    case $MACHINE in ""|printer|laser) ;; *) die "--machine $MACHINE: use printer or laser" ;; esac
     case $EXTRA in ""|pi|pi5|none) ;; *) die "--extra $EXTRA: use pi, pi5 or none" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge goes with --uninstall"
     ROOT=${ROOT%/}
@@ -117,6 +121,41 @@ try() {
 own() { system chown "$@"; }
 
 # --- pieces of the install --------------------------------------------------------------------
+
+# The kind a config file declares ([machine] kind = "..."), or nothing.
+config_kind() {
+    [ -r "$1" ] || return 0
+    awk '/^[[:space:]]*\[/ { in_machine = ($0 ~ /^[[:space:]]*\[machine\][[:space:]]*(#.*)?$/) }
+         in_machine && /^[[:space:]]*kind[[:space:]]*=/ {
+             if (match($0, /"[a-z]+"/)) { print substr($0, RSTART + 1, RLENGTH - 2); exit } }' "$1"
+}
+
+# The machine kind this install is for: the example config and the udev name both follow it, so the
+# port the config names is the one udev creates. An update without --machine keeps the node's kind.
+machine_kind() {
+    local config="$ROOT$ETC/fabnode.toml" kind
+    kind=$(config_kind "$config")
+    case $kind in printer|laser) ;; *) kind="" ;; esac
+    if [ -z "$MACHINE" ]; then
+        MACHINE=${kind:-printer}
+    elif [ -n "$kind" ] && [ "$kind" != "$MACHINE" ]; then
+        say "warning: --machine $MACHINE, but the kept $ETC/fabnode.toml is a $kind config: the udev rule" \
+            "names /dev/fabnode-$MACHINE; set [serial] port and [machine] there to match"
+    fi
+    say "machine kind: $MACHINE (serial port /dev/fabnode-$MACHINE)"
+}
+
+# The rules as this install ships them, in $WORK: the serial rule names the port for the machine kind.
+prepare_rules() {
+    local rule
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+    for rule in "${UDEV_RULES[@]}"; do
+        cp "$SRC/systemd/$rule" "$WORK/$rule"
+    done
+    sed "s/SYMLINK+=\"fabnode-printer\"/SYMLINK+=\"fabnode-$MACHINE\"/" \
+        "$SRC/systemd/99-fabnode-serial.rules" >"$WORK/99-fabnode-serial.rules"
+}
 
 check_root() {
     if [ "$STAGED" = 0 ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
@@ -274,15 +313,17 @@ conffile() {
 system_files() {
     local rule
     for rule in "${UDEV_RULES[@]}"; do
-        conffile "$SRC/systemd/$rule" "$ROOT$UDEV_DIR/$rule" 0644
+        conffile "$WORK/$rule" "$ROOT$UDEV_DIR/$rule" 0644
     done
     run install -m 0644 "$SRC/systemd/fabnode-nfc-blacklist.conf" "$ROOT$MODPROBE"
     run install -m 0644 "$SRC/systemd/fabnode.service" "$ROOT$UNIT"
     profile_snippet
     # What this install shipped, for the next one to tell edited files from old ones.
     run install -d -m 0755 "$ROOT$SHARE" "$ROOT$SHARE/examples"
+    # The unit's ExecStopPost= runs it: the relay off whenever the daemon ends.
+    run install -m 0755 "$SRC/scripts/relay-off.py" "$ROOT$SHARE/relay-off.py"
     run install -m 0644 "$SRC/systemd/fabnode.service" "$SRC/systemd/fabnode-nfc-blacklist.conf" \
-        "${UDEV_RULES[@]/#/$SRC/systemd/}" "$ROOT$SHARE/"
+        "${UDEV_RULES[@]/#/$WORK/}" "$ROOT$SHARE/"
     run install -m 0644 "$SRC/config/fabnode-printer.toml" "$SRC/config/fabnode-laser.toml" \
         "$SRC/config/members-example.csv" "$ROOT$SHARE/examples/"
     [ ! -e "$SRC/README.md" ] || run install -m 0644 "$SRC/README.md" "$ROOT$SHARE/"
@@ -354,6 +395,8 @@ next_steps() {
 
 install_all() {
     check_root
+    machine_kind
+    prepare_rules
     detect_extra
     apt_dependencies
     user_and_groups

@@ -6,21 +6,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.data import DATA, gcode_file
+
 REPO = Path(__file__).resolve().parent.parent
-# Real sliced G-code lives beside the repository (../shared/data); tests/data holds fixed copies
-# of what the tests need when that folder is absent.
-SHARED_GCODE = REPO.parent / "shared" / "data" / "gcode"
-TEST_DATA = REPO / "tests" / "data"
+# The real sliced G-code the tests use is kept in tests/data (sources and licences in its README.md),
+# so a clone passes on its own: no test reads anything beside the repository.
+TEST_DATA = DATA
 
 
 def gcode_path(name: str) -> Path:
-    """The path of a real G-code file, from tests/data or ../shared/data/gcode."""
-    for folder in (TEST_DATA, SHARED_GCODE):
-        path = folder / name
-        if path.exists():
-            return path
-    pytest.skip(f"{name} is in neither {TEST_DATA} nor {SHARED_GCODE}")
-    raise AssertionError  # unreachable
+    """The path of a real G-code file in tests/data; the test fails (never skips) if it is missing."""
+    try:
+        return gcode_file(name)
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

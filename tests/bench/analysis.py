@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fabnode.gcode.analysis import analyze_file
+from tests.data import bench_gcode_file, gcode_names
 
-GCODE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gcode"
 BIG = "prusaslicer-benchy.gcode"
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -64,7 +64,7 @@ def _speed_rows(path: Path) -> list[tuple[str, str, str]]:
 
 def _accuracy_rows() -> list[tuple[str, str, str]]:
     rows = []
-    for path in sorted(GCODE.glob("prusaslicer-*.gcode")):
+    for path in (bench_gcode_file(n) for n in gcode_names() if n.startswith("prusaslicer-")):
         figures = _slicer(path)
         if figures is None:
             continue
@@ -82,7 +82,5 @@ def _accuracy_rows() -> list[tuple[str, str, str]]:
 
 def run() -> list[tuple[str, str, str]]:
     """Rows (benchmark, result, reference/ratio)."""
-    path = GCODE / BIG
-    if not path.exists():
-        return [("analysis", "skipped", f"{path} not found")]
+    path = bench_gcode_file(BIG)
     return _speed_rows(path) + _accuracy_rows()

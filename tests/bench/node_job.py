@@ -35,12 +35,12 @@ from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
+from tests.data import bench_gcode_file
 
 PREFIX_LINES = 20_000
 BAUD = 115200
 UID = "04:A2:2B:1C"
 REPO = Path(__file__).resolve().parents[2]
-BENCHY = REPO.parent / "shared" / "data" / "gcode" / "prusaslicer-benchy.gcode"
 BOOT = ("import sys\nfrom fabnode.cli import app, node, run\n"
         "names = {c.name for c in app.registered_commands}\n"
         "if 'run' not in names: run.register(app)\n"
@@ -155,19 +155,18 @@ def _run_job(tmp: Path, prefix: Path) -> dict[str, float]:
 
 def run() -> list[tuple[str, str, str]]:
     """Rows (benchmark, result, reference/ratio)."""
-    if not BENCHY.exists():
-        return [("node job: benchy", "skipped", f"{BENCHY} is absent")]
+    benchy = bench_gcode_file("prusaslicer-benchy.gcode")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         prefix = tmp / "benchy-prefix.gcode"
-        with BENCHY.open(encoding="utf-8") as f:
+        with benchy.open(encoding="utf-8") as f:
             prefix.write_text("".join(line for _, line in zip(range(PREFIX_LINES), f, strict=False)),
                               encoding="utf-8")  # fmt: skip
         m = _run_job(tmp, prefix)
         profile = load_config(REPO / "config" / "fabnode-printer.toml").machine
         hours = analyze_file(prefix, profile).estimated_s / 3600
-        full_hours = analyze_file(BENCHY, profile).estimated_s / 3600
-        scale = _wire_lines(BENCHY) / _wire_lines(prefix)
+        full_hours = analyze_file(benchy, profile).estimated_s / 3600
+        scale = _wire_lines(benchy) / _wire_lines(prefix)
     wire_s = m["wire_bytes"] * 10 / BAUD
     cpu_per_hour = m["cpu_s"] / hours
     name = f"node job: benchy {PREFIX_LINES:,} of 232,142 lines"

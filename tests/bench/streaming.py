@@ -26,9 +26,9 @@ import serial
 from drivers.gcode_text import strip_for_wire
 from drivers.serial_link import SerialLink
 from drivers.streamer import JobEnded, Progress, Streamer
+from tests.data import bench_gcode_file
 
 REPO = Path(__file__).resolve().parents[2]
-GCODE = REPO.parent / "shared" / "data" / "gcode"
 BAUD = 115200
 LATENCY_MS = 1.0
 RX_BUFFER = 128
@@ -227,7 +227,8 @@ def marlin_rows() -> list[tuple[str, str, str]]:
     """Marlin on a benchy prefix, without and with 1% line noise."""
     from drivers.marlin.host import MarlinHost
 
-    raw, commands = wire_lines(GCODE / "prusaslicer-benchy.gcode", MARLIN_LINES, paren_comments=False)
+    benchy = bench_gcode_file("prusaslicer-benchy.gcode")
+    raw, commands = wire_lines(benchy, MARLIN_LINES, paren_comments=False)
     rows: list[tuple[str, str, str]] = []
     for noise, goal in (("0", 0.90), ("0.01", 0.80)):
         args = ("--noise", noise, "--seed", "7")
@@ -250,7 +251,7 @@ def marlin_fault_rows() -> list[tuple[str, str, str]]:
     """
     from drivers.marlin.host import MarlinHost
 
-    raw, _ = wire_lines(GCODE / "prusaslicer-benchy.gcode", FAULT_LINES, paren_comments=False)
+    raw, _ = wire_lines(bench_gcode_file("prusaslicer-benchy.gcode"), FAULT_LINES, paren_comments=False)
     options = {"baud": BAUD, "latency_s": LATENCY_MS / 1000, "rx_buffer": RX_BUFFER, "time_scale": 0,
                "flush_on_error": False, "checksum_error_at_line": FAULT_AT}  # fmt: skip
     cmd = [sys.executable, "-m", "tests.bench.marlin_sim_process", json.dumps(options)]
@@ -270,7 +271,7 @@ def grbl_rows() -> list[tuple[str, str, str]]:
 
     rows: list[tuple[str, str, str]] = []
     for name in ("laser-jsdc.gcode", "laser-tball-engrave.gcode"):
-        raw = (GCODE / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        raw = bench_gcode_file(name).read_text(encoding="utf-8", errors="replace").splitlines()
         commands = [c for c in map(clean_line, raw) if c]
         ours = streamer_run("grbl", raw, GrblHost, "--laser-mode")
         naive = naive_grbl(commands[:NAIVE_LINES], "--laser-mode")

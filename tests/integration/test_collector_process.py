@@ -58,6 +58,36 @@ def stream_in_background(broker: MosquittoBroker, items: list[tuple[str, bytes]]
     return thread
 
 
+class StagedSender:
+    """Publishes its stages in order from a thread, each stage only once the test has let it go, so a
+    test can stop a collector knowing which records are not yet published."""
+
+    def __init__(self, broker: MosquittoBroker, stages: list[list[tuple[str, bytes]]]) -> None:
+        self.broker, self.stages = broker, stages
+        self.allowed = [threading.Event() for _ in stages]
+        self.done = [threading.Event() for _ in stages]
+        self.allowed[0].set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        pub = RawPublisher(self.broker.host, self.broker.port)
+        try:
+            for stage, allowed, done in zip(self.stages, self.allowed, self.done, strict=True):
+                if not allowed.wait(30):
+                    return
+                for start in range(0, len(stage), 50):
+                    pub.publish(stage[start : start + 50], timeout=20)
+                done.set()  # the broker has acknowledged every record of the stage
+        finally:
+            pub.close()
+
+    def publish(self, stage: int, timeout: float = 20.0) -> None:
+        """Let stage `stage` go and wait until the broker holds all of it."""
+        self.allowed[stage].set()
+        assert self.done[stage].wait(timeout), f"stage {stage} not published within {timeout} s"
+
+
 def check_every_record_once(target: str, nodes: dict[str, int]) -> None:
     with RegionStore.open(target) as store:
         for machine, count in nodes.items():
@@ -80,15 +110,19 @@ def test_a_collector_killed_mid_stream_and_restarted_loses_nothing_and_doubles_n
         # Small batches (10 in flight): many commits, so a kill lands between a commit and its PUBACKs.
         procs.append(start_collector_process(broker.url, db, "region-1", log, in_flight=10))
         wait_for(lambda: subscribed(log), 15, "the collector to subscribe")
-        sender = stream_in_background(broker, items)
-        for threshold in (200, 700):  # killed twice, mid-stream and while catching up
+        # Three stages, each later one published only while the collector is dead, so a kill never comes
+        # after everything is stored (a fast collector stored all 1200 before the SIGKILL landed).
+        sender = StagedSender(broker, [items[:600], items[600:1000], items[1000:]])
+        # Killed twice: mid-stream (stage 0 still arriving), then while catching up on stage 1.
+        for stage, threshold in ((1, 200), (2, 700)):
             wait_for(lambda threshold=threshold: stored(db) >= threshold, 15, f"{threshold} records stored")
             procs[-1].send_signal(signal.SIGKILL)
             procs[-1].wait(5)
             assert stored(db) < len(items)  # the rest waits in the broker for our session
+            sender.publish(stage)  # published while no collector runs: the broker keeps it for the session
             procs.append(start_collector_process(broker.url, db, "region-1", log, in_flight=10))
-        sender.join(20)
-        assert not sender.is_alive()
+        sender.thread.join(20)
+        assert not sender.thread.is_alive()
         wait_for(lambda: stored(db) == len(items), 20, f"all {len(items)} records stored")
     check_every_record_once(db, nodes)
 

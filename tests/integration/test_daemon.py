@@ -168,7 +168,8 @@ def test_pause_resume_lock_and_cancel_from_the_cli(tmp_path: Path) -> None:
     node = Node(tmp_path / "state", sim_speed=20).start()
     try:
         node.add_members("sim-printer")
-        part = gcode_prefix(tmp_path, 300)
+        # long enough that resume, lock and cancel (a CLI process each) all come while it still runs
+        part = gcode_prefix(tmp_path, 2000)
         assert node.cli("pause").returncode == 1  # no job
         assert node.tap(MEMBER_UID)["ok"]
         assert node.cli("print", str(part)).returncode == 0

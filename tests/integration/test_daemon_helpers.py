@@ -24,9 +24,9 @@ from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
+from tests.conftest import gcode_path
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_CUBHELIX = REPO.parent / "shared" / "data" / "gcode" / "prusaslicer-cubhelix.gcode"
 # `python -m fabnode`, registering the daemon's verbs if fabnode.cli does not list them yet.
 BOOT = (
     "import sys\n"
@@ -104,12 +104,7 @@ def write_config(folder: Path, *, idle: float = 900.0, warning: float = 60.0, ch
 
 def gcode_prefix(folder: Path, lines: int, name: str = "part.gcode") -> Path:
     """The first `lines` lines of the real cubhelix print, as a file to print."""
-    if SHARED_CUBHELIX.exists():
-        head = SHARED_CUBHELIX.read_text(encoding="utf-8").splitlines()[:lines]
-    else:  # a small hand-made print when the shared data is absent
-        head = ["M140 S60", "M104 S215", "M190 S60", "M109 S215", "G28", "G92 E0"]
-        head += [f"G1 X{10 + i % 50} Y{10 + i // 50} E{0.05 * (i + 1):.2f} F1200" for i in range(lines)]
-        head += ["M104 S0", "M140 S0"]
+    head = gcode_path("prusaslicer-cubhelix.gcode").read_text(encoding="utf-8").splitlines()[:lines]
     path = folder / name
     path.write_text("\n".join(head) + "\n", encoding="utf-8")
     return path

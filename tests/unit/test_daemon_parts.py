@@ -91,7 +91,8 @@ def test_the_unit_declares_notify_watchdog_user_and_sandbox() -> None:
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     # verify insists that ExecStart's binary exists: point it at one that does.
     unit = tmp_path / "fabnode.service"
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/fabnode", "/bin/true"), encoding="utf-8")
+    text = UNIT.read_text().replace("/usr/local/bin/fabnode", "/bin/true")
+    unit.write_text(text.replace("/opt/fabnode/bin/python", "/bin/true"), encoding="utf-8")  # ExecStopPost
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -145,6 +147,46 @@ def test_laser_node_starts_from_the_laser_example(root: Path) -> None:
     example = (REPO / "config/fabnode-laser.toml").read_bytes()
     assert (root / "etc/fabnode/fabnode.toml").read_bytes() == example
     assert "laser on grbl at /dev/fabnode-laser" in result.stdout
+
+
+def installed_names(root: Path) -> tuple[set[str], str]:
+    """(the names the installed serial rule creates under /dev, the port the installed config opens)."""
+    rule = (root / "etc/udev/rules.d/99-fabnode-serial.rules").read_text()
+    rule_lines = [line for line in rule.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    names = {f"/dev/{name}" for line in rule_lines for name in re.findall(r'SYMLINK\+="([^"]+)"', line)}
+    config = tomllib.loads((root / "etc/fabnode/fabnode.toml").read_text())
+    return names, config["serial"]["port"]
+
+
+@pytest.mark.parametrize(("machine", "port"), [("printer", "/dev/fabnode-printer"),
+                                               ("laser", "/dev/fabnode-laser")])  # fmt: skip
+def test_the_udev_rule_creates_the_port_the_config_opens(root: Path, machine: str, port: str) -> None:
+    result = run(SCRIPT, root, "--machine", machine)
+    assert installed_names(root) == ({port}, port)
+    # The copy kept to tell a lab's edits from ours is the one installed: an update changes nothing.
+    shipped = root / "opt/fabnode/share/fabnode/99-fabnode-serial.rules"
+    assert shipped.read_bytes() == (root / "etc/udev/rules.d/99-fabnode-serial.rules").read_bytes()
+    assert f"machine kind: {machine} (serial port {port})" in result.stdout
+    before = snapshot(root)
+    again = run(SCRIPT, root)  # an update without --machine keeps the node's kind
+    assert snapshot(root) == before and "kept your edited" not in again.stdout
+    assert installed_names(root) == ({port}, port)
+
+
+def test_the_units_relay_off_command_is_installed(root: Path) -> None:
+    run(SCRIPT, root)
+    unit = (root / "etc/systemd/system/fabnode.service").read_text()
+    [command] = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStopPost=")]
+    script = root / command.split()[1].lstrip("/")
+    assert script.read_bytes() == (REPO / "scripts/relay-off.py").read_bytes() and mode(script) == 0o755
+
+
+def test_a_printer_node_turned_laser_gets_the_laser_name_and_a_warning(root: Path) -> None:
+    run(SCRIPT, root)
+    result = run(SCRIPT, root, "--machine", "laser")
+    names, config_port = installed_names(root)
+    assert names == {"/dev/fabnode-laser"} and config_port == "/dev/fabnode-printer"  # the lab's config kept
+    assert "the kept /etc/fabnode/fabnode.toml is a printer config" in result.stdout
 
 
 def test_uninstall_keeps_the_usage_log_then_purge_removes_it(root: Path) -> None:

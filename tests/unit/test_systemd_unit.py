@@ -4,10 +4,14 @@ and groups, the state dir the CLI uses, the devices it must reach through the sa
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "fabnode.service"
 SERIAL_RULES = REPO / "systemd" / "99-fabnode-serial.rules"
 NFC_RULES = REPO / "systemd" / "99-fabnode-nfc.rules"
+RELAY_OFF = REPO / "scripts" / "relay-off.py"
 RULE_PAIR = re.compile(r'[A-Z_]+(\{[A-Za-z_]+\})?(==|!=|\+=|=)"[^"]*"')  # KEY{attr}=="value"
 
 
@@ -108,11 +113,85 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     program.write_text("#!/bin/sh\n")
     program.chmod(0o755)
     unit = tmp_path / "fabnode.service"
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/fabnode", str(program)))
+    text = UNIT.read_text().replace("/usr/local/bin/fabnode", str(program))
+    unit.write_text(text.replace("/opt/fabnode/bin/python", str(program)))  # ExecStopPost's interpreter
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
                             timeout=25, check=False)
     complaints = [line for line in result.stderr.splitlines() if "fabnode.service" in line]
     assert result.returncode == 0 and complaints == [], result.stderr
+
+
+FAKE_GPIO = """\
+import json, os
+BCM, OUT, IN, LOW, HIGH = "BCM", "OUT", "IN", 0, 1
+def _log(*call):
+    with open(os.environ["FAKE_GPIO_LOG"], "a") as f:
+        f.write(json.dumps(call) + "\\n")
+def setwarnings(flag): _log("setwarnings", flag)
+def setmode(mode): _log("setmode", mode)
+def setup(pin, direction, initial=None, pull_up_down=None): _log("setup", pin, direction, initial)
+def output(pin, level): _log("output", pin, level)
+def cleanup(*pins): _log("cleanup", *pins)
+"""
+
+
+def relay_off(tmp_path: Path, gpio_table: str | None, fake_gpio: bool = True
+              ) -> tuple[int, str, list[list[Any]]]:  # fmt: skip
+    """Run ExecStopPost's script on a config with `gpio_table` (None: no config file); with a stand-in
+    RPi.GPIO that logs its calls, or with none (this machine is no Pi). (exit status, stdout, calls)."""
+    config = tmp_path / "fabnode.toml"
+    if gpio_table is not None:
+        config.write_text(f'[node]\nlab = "l"\nmachine = "m"\n\n[gpio]\n{gpio_table}\n')
+    env = {"PATH": os.environ.get("PATH", ""), "FAKE_GPIO_LOG": str(tmp_path / "calls.jsonl")}
+    if fake_gpio:
+        (tmp_path / "fake" / "RPi").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fake" / "RPi" / "__init__.py").write_text("")
+        (tmp_path / "fake" / "RPi" / "GPIO.py").write_text(FAKE_GPIO)
+        env["PYTHONPATH"] = str(tmp_path / "fake")
+    done = subprocess.run([sys.executable, "-S", str(RELAY_OFF), str(config)], capture_output=True, text=True,
+                          timeout=20, env=env, check=False)  # fmt: skip
+    log = tmp_path / "calls.jsonl"
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    log.unlink(missing_ok=True)
+    return done.returncode, done.stdout + done.stderr, calls
+
+
+def test_after_any_stop_the_relay_pin_is_driven_off() -> None:
+    [command] = values("ExecStopPost")
+    program, script, config = command.split()
+    assert program == "/opt/fabnode/bin/python"  # the venv: RPi.GPIO (or rpi-lgpio) is installed there
+    assert Path(script).name == RELAY_OFF.name and config == "/etc/fabnode/fabnode.toml"
+    assert not command.startswith(("-", "+", "!", "@"))  # a failure to drive the relay shows as a failed unit
+
+
+def test_relay_off_drives_the_off_level_and_leaves_the_pin_driven(tmp_path: Path) -> None:
+    status, out, calls = relay_off(tmp_path, 'backend = "rpi"\nrelay_pin = 17')
+    assert status == 0 and "relay off: BCM 17 driven low" in out
+    assert ["setup", 17, "OUT", 0] in calls and calls[-1] == ["output", 17, 0]
+    assert not any(call[0] == "cleanup" for call in calls)  # cleanup() would let the pin float
+    status, out, calls = relay_off(tmp_path, 'backend = "rpi"\nrelay_pin = 4\nrelay_active_low = true')
+    assert status == 0 and "BCM 4 driven high" in out
+    assert ["setup", 4, "OUT", 1] in calls and calls[-1] == ["output", 4, 1]
+
+
+def test_relay_off_with_nothing_to_drive_exits_0_saying_why(tmp_path: Path) -> None:
+    status, out, calls = relay_off(tmp_path, 'backend = "sim"')
+    assert (status, calls) == (0, []) and "backend is 'sim'" in out
+    status, out, calls = relay_off(tmp_path, 'backend = "rpi"', fake_gpio=False)
+    assert (status, calls) == (0, []) and "not on a Raspberry Pi" in out
+
+
+@pytest.mark.parametrize(("gpio_table", "message"), [
+    ('backend = "rpi"\nrelay_pin = 99', "[gpio] relay_pin must be a BCM pin from 2 to 27, not 99"),
+    ('backend = "rpi"\nrelay_pin = true', "relay_pin must be a BCM pin"),
+    ('backend = "rpi"\nrelay_active_low = "yes"', "relay_active_low must be true or false"),
+    ("backend = ", "fabnode.toml"),
+    (None, "fabnode.toml"),
+])  # fmt: skip
+def test_relay_off_refuses_a_config_it_cannot_use_naming_it(tmp_path: Path, gpio_table: str | None,
+                                                            message: str) -> None:  # fmt: skip
+    status, out, calls = relay_off(tmp_path, gpio_table)
+    assert (status, calls) == (1, []) and message in out and "the relay pin was not driven" in out
 
 
 def rule_lines(path: Path) -> list[str]:

@@ -1,0 +1,1 @@
+"""Upload bodies as slicers send them."""
