@@ -34,6 +34,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "config": ("config_cmd", "Check the node's TOML config."),
     "members": ("members", "Members, their badges and the machines they are trained on."),
     "usage": ("usage", "Jobs and sessions from the usage log, and totals."),
+    "web": ("web", "The node's HTTP API for slicers (OctoPrint's): the lab key."),
     "telemetry": ("telemetry", "The node's telemetry to the region's MQTT broker."),
     "collect": ("region", "Subscribe to every node's telemetry, store each record once, acknowledge it."),
     "region": ("region", "The region's store of every node's telemetry."),

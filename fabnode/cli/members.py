@@ -19,6 +19,7 @@ import typer
 from fabnode.cli import exits
 from fabnode.cli.usage import StateDirOption, open_existing_log, parse_day
 from fabnode.paths import ensure_state_dir, resolve_state_dir, secret_file_path, usage_db_path
+from fabnode.records import api_keys
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog, UsageLogError
 from fabnode.tables import render_table
@@ -36,8 +37,8 @@ BadgeOption = Annotated[
 
 
 @contextmanager
-def _lab(state_dir: Path | None, need_secret: bool = True, may_start: bool = False, new_lab: bool = False
-         ) -> Iterator[tuple[UsageLog, bytes]]:
+def lab_context(state_dir: Path | None, need_secret: bool = True, may_start: bool = False,
+                new_lab: bool = False) -> Iterator[tuple[UsageLog, bytes]]:
     """The usage log and the lab's secret, every expected error as `fabnode: ...`, exit 1.
 
     Only `add` and `import` (may_start) start a usage log, and only in a state dir that exists (or
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Add a member with their badge (a removed member of that name is re-admitted)."""
         uid = _read_badge(badge)
-        with _lab(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
+        with lab_context(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
             access.add_member(log.db, secret, name, uid, role, now=datetime.now(UTC))
             prefix = access.badge_hash(secret, uid)[:8]
         typer.echo(f"added {role} {name.strip()!r}, badge {prefix}")
@@ -132,7 +133,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Give a member a new badge; the old one stops working."""
         uid = _read_badge(badge)
-        with _lab(state_dir) as (log, secret):
+        with lab_context(state_dir) as (log, secret):
             access.set_badge(log.db, secret, name, uid)
             prefix = access.badge_hash(secret, uid)[:8]
         typer.echo(f"{name.strip()!r} now has badge {prefix}")
@@ -142,7 +143,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="The member's name.")], state_dir: StateDirOption = None
     ) -> None:
         """Remove a member: their badge and trainings go; their past sessions and jobs stay."""
-        with _lab(state_dir, need_secret=False) as (log, _):
+        with lab_context(state_dir, need_secret=False) as (log, _):
             access.remove_member(log.db, name, now=datetime.now(UTC))
         typer.echo(f"removed {name.strip()!r}")
 
@@ -155,7 +156,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Let a member use a machine (again), until a day or with no end."""
         last_day = parse_day(until, "--until")
-        with _lab(state_dir, need_secret=False) as (log, _):
+        with lab_context(state_dir, need_secret=False) as (log, _):
             access.grant_training(log.db, name, machine, last_day, now=datetime.now(UTC))
         typer.echo(f"{name.strip()!r} may use {machine}" + (f" until {last_day}" if last_day else ""))
 
@@ -166,7 +167,7 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOption = None,
     ) -> None:
         """Take a machine away from a member."""
-        with _lab(state_dir, need_secret=False) as (log, _):
+        with lab_context(state_dir, need_secret=False) as (log, _):
             access.revoke_training(log.db, name, machine)
         typer.echo(f"{name.strip()!r} may no longer use {machine}")
 
@@ -193,7 +194,29 @@ def register(app: typer.Typer) -> None:
         )
 
     _register_import(members)
+    _register_key(members)
     app.add_typer(members, name="members")
+
+
+def _register_key(members: typer.Typer) -> None:
+    @members.command("key")
+    def key(
+        name: Annotated[str, typer.Argument(help="The member's name.")],
+        revoke: Annotated[bool, typer.Option("--revoke", help="End the member's API key.")] = False,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        """Make a member's personal API key for their slicer (shown once; the previous one ends)."""
+        with lab_context(state_dir, need_secret=not revoke) as (log, secret):
+            if revoke:
+                api_keys.revoke_member_key(log.db, name, now=datetime.now(UTC))
+            else:
+                made = api_keys.new_member_key(log.db, secret, name, now=datetime.now(UTC))
+        if revoke:
+            typer.echo(f"{name.strip()!r} has no API key any more")
+            return
+        typer.echo(f"the API key of {name.strip()!r} (shown only now; put it in the slicer's API key field):",
+                   err=True)
+        typer.echo(made)
 
 
 def _register_import(members: typer.Typer) -> None:
@@ -203,7 +226,7 @@ def _register_import(members: typer.Typer) -> None:
         state_dir: StateDirOption = None,
         new_lab: NewLabOption = False,
     ) -> None:
-        with _lab(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
+        with lab_context(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
             report = access.import_members(log.db, secret, file, now=datetime.now(UTC))
         for line, reason in report.errors:
             typer.echo(f"{file}:{line}: {reason}", err=True)
