@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fabnode.broker_url import parse_broker_url
 from fabnode.config.reader import ConfigError, ConfigReader, Section
+from fabnode.config.web import WebSettings, read_web_settings
 from fabnode.envelope import NAME
 from fabnode.machine.profile import GRBL, LASER, MARLIN, PRINTER, MachineProfile, Material
 
@@ -123,6 +124,7 @@ class Config:
     telemetry: TelemetryConfig
     inbox: Path | None
     max_job_mb: int  # [machine] max_job_mb: the largest job file the node reads
+    web: WebSettings  # [web]: the slicer-upload server and status page
 
     @property
     def max_job_bytes(self) -> int:
@@ -150,6 +152,7 @@ def load_config(path: Path) -> Config:
         telemetry=_telemetry(reader.section("telemetry")),
         inbox=reader.section("inbox").get_path("path", None),
         max_job_mb=machine_section.get_int("max_job_mb", 200, minval=1, maxval=100_000),
+        web=read_web_settings(reader),
     )
     reader.finish()
     return config
@@ -345,6 +348,8 @@ def settings_in_force(config: Config) -> dict[str, dict[str, object]]:
         "reader": _fields(config.reader),
         "telemetry": _fields(config.telemetry),
         "inbox": {"path": _plain(config.inbox)},
+        "web": {"listen": config.web.listen,
+                **{k: v for k, v in _fields(config.web).items() if k not in ("host", "port")}},
     }
     sections["machine"]["material"] = config.machine.material.name
     sections["machine"]["max_job_mb"] = config.max_job_mb

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fabnode.web.desk import NodeDesk
-from fabnode.web.settings import WebSettings
+from fabnode.config.web import WebSettings
 
 T = TypeVar("T")
 

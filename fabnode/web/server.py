@@ -27,7 +27,7 @@ from fabnode.web.announce import Announcer
 from fabnode.web.context import WebContext
 from fabnode.web.desk import NodeDesk
 from fabnode.web.octoprint import OCTOPRINT_VERSION, NotFoundHandler, routes
-from fabnode.web.settings import WebSettings
+from fabnode.config.web import WebSettings
 from fabnode.web.uploads import remove_leftovers
 
 log = logging.getLogger("fabnode.web")

@@ -21,7 +21,7 @@ import pytest
 from fabnode.web.desk import Owner
 from fabnode.web.fake_desk import FakeDesk
 from fabnode.web.server import WebServer
-from fabnode.web.settings import WebSettings
+from fabnode.config.web import WebSettings
 
 ADA_KEY = "ada-key-0123456789abcdef"
 GRACE_KEY = "grace-key-0123456789abcdef"

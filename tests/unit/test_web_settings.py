@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fabnode.config.reader import ConfigError, ConfigReader
-from fabnode.web.settings import parse_listen, read_web_settings
+from fabnode.config.web import parse_listen, read_web_settings
 
 
 def read(tmp_path: Path, text: str):
