@@ -25,13 +25,11 @@ process opens its own.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
@@ -39,10 +37,32 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database
 
-from drivers.events import JobStatus
-from fabnode.machine.profile import Material
+from fabnode.records.rows import (
+    ABORTED,
+    ABORTED_PREFIX,
+    CANCELLED,
+    COMPLETED,
+    END_STATUSES,
+    FAILED,
+    IN_PROGRESS,
+    INTERRUPTED,
+    KIND_ACCESS,
+    KIND_FAULT,
+    KIND_JOB_ENDED,
+    KIND_JOB_STARTED,
+    KIND_SESSION_ENDED,
+    KIND_SESSION_STARTED,
+    KIND_STATE,
+    JobRates,
+    OutboxMessage,
+    RecoveryReport,
+    grams_and_cost,
+    job_payload,
+    outbox_figures,
+    outbox_message,
+    session_payload,
+)
 from fabnode.records.schema import (
-    JOB_STATUSES,
     UsageLogError,
     migrate,
     schema_version,
@@ -50,76 +70,34 @@ from fabnode.records.schema import (
     write_transaction,
 )
 
-IN_PROGRESS = "in_progress"  # a row's own states: open, or closed by recover() after a crash
-INTERRUPTED = "interrupted"
-COMPLETED, CANCELLED, FAILED = JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED
-ABORTED = JobStatus.ABORTED
-END_STATUSES = frozenset(JOB_STATUSES) - {IN_PROGRESS}
-# The region's job schema knows no `aborted`: an abort goes out as today, failed with an "aborted: " reason.
-_TELEMETRY_STATUS = {ABORTED: FAILED}
-ABORTED_PREFIX = "aborted: "
-
-# Outbox message kinds; the telemetry module maps them to topics.
-KIND_SESSION_STARTED = "session_started"
-KIND_SESSION_ENDED = "session_ended"
-KIND_JOB_STARTED = "job_started"
-KIND_JOB_ENDED = "job_ended"
-KIND_ACCESS = "access"
-KIND_FAULT = "fault"
-KIND_STATE = "state"  # the machine's state, sent retained
-
-__all__ = ["JobRates", "OutboxMessage", "RecoveryReport", "UsageLog", "UsageLogError"]
+__all__ = [  # the row vocabulary is named from the usage log too
+    "ABORTED",
+    "ABORTED_PREFIX",
+    "CANCELLED",
+    "COMPLETED",
+    "END_STATUSES",
+    "FAILED",
+    "INTERRUPTED",
+    "IN_PROGRESS",
+    "KIND_ACCESS",
+    "KIND_FAULT",
+    "KIND_JOB_ENDED",
+    "KIND_JOB_STARTED",
+    "KIND_SESSION_ENDED",
+    "KIND_SESSION_STARTED",
+    "KIND_STATE",
+    "JobRates",
+    "OutboxMessage",
+    "RecoveryReport",
+    "UsageLog",
+    "UsageLogError",
+]
 
 # What finish_job may set; None keeps the last checkpoint's value (grams and cost: computed).
 _END_FIGURES = ("last_line_acked", "filament_mm", "laser_on_s", "running_s", "paused_s", "filament_g", "cost")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-
-
-@dataclass(frozen=True, slots=True)
-class JobRates:
-    """What turns a job's filament millimetres and laser seconds into grams and money."""
-
-    grams_per_mm: float | None = None
-    price_per_kg: float | None = None
-    price_per_laser_hour: float | None = None
-
-    @classmethod
-    def for_material(cls, material: Material) -> JobRates:
-        """Rates of a material from the machine profile."""
-        area_mm2 = math.pi * (material.diameter_mm / 2) ** 2
-        return cls(
-            grams_per_mm=area_mm2 * material.density_g_cm3 / 1000.0,
-            price_per_kg=material.price_per_kg,
-            price_per_laser_hour=material.price_per_laser_hour,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A message waiting for the broker's acknowledgement; `seq` grows by one per message on this node."""
-
-    seq: int
-    msg_id: str  # unique, stable across retries: the region drops duplicates by it
-    kind: str
-    payload: dict[str, Any]
-    created: str
-    sent_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    """What `recover()` closed."""
-
-    sessions: list[int] = field(default_factory=list)
-    jobs: list[int] = field(default_factory=list)
-
-
-def _outbox_message(row: Mapping[str, Any]) -> OutboxMessage:
-    return OutboxMessage(
-        row["id"], row["msg_id"], row["kind"], json.loads(row["payload"]), row["created"], row["sent_at"]
-    )
 
 
 def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -129,18 +107,6 @@ def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
             return method(*args, **kwargs)
 
     return wrapper
-
-
-def _grams_and_cost(
-    job: Mapping[str, Any], filament_mm: float, laser_on_s: float
-) -> tuple[float | None, float | None]:
-    grams = filament_mm * job["grams_per_mm"] if job["grams_per_mm"] is not None else None
-    parts = []
-    if grams is not None and job["price_per_kg"] is not None:
-        parts.append(grams * job["price_per_kg"] / 1000.0)
-    if job["price_per_laser_hour"] is not None:
-        parts.append(laser_on_s / 3600.0 * job["price_per_laser_hour"])
-    return grams, (round(sum(parts), 4) if parts else None)
 
 
 class UsageLog:
@@ -221,27 +187,10 @@ class UsageLog:
         return int(cur.lastrowid or 0)
 
     def _session_payload(self, session: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "session_id": session["id"],
-            "machine": session["machine"],
-            "member_hash": self._member_hash(session["member_id"]),
-            "started": session["started"],
-            "ended": session["ended"],
-            "end_reason": session["end_reason"],
-            "maintenance": bool(session["maintenance"]),
-            "duration_s": session["duration_s"],
-        }
+        return session_payload(session, self._member_hash(session["member_id"]))
 
     def _job_payload(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        skip = {"id", "member_id", "file_name", "grams_per_mm", "price_per_kg", "price_per_laser_hour"}
-        payload = {k: v for k, v in job.items() if k not in skip}
-        payload["job_id"] = job["id"]
-        payload["member_hash"] = self._member_hash(job["member_id"])
-        if payload.get("status") in _TELEMETRY_STATUS:
-            payload["status"] = str(_TELEMETRY_STATUS[payload["status"]])
-            reason = str(payload.get("reason") or "")
-            payload["reason"] = reason if reason.startswith(ABORTED_PREFIX) else ABORTED_PREFIX + reason
-        return payload
+        return job_payload(job, self._member_hash(job["member_id"]))
 
     # --- sessions ---------------------------------------------------------------------------------
 
@@ -361,7 +310,7 @@ class UsageLog:
         self, job: dict[str, Any], status: str, reason: str, ended: str, given: dict[str, Any]
     ) -> None:
         values = {k: (job[k] if v is None else v) for k, v in given.items()}
-        grams, cost = _grams_and_cost(job, values["filament_mm"], values["laser_on_s"])
+        grams, cost = grams_and_cost(job, values["filament_mm"], values["laser_on_s"])
         values["filament_g"] = grams if given["filament_g"] is None else given["filament_g"]
         values["cost"] = cost if given["cost"] is None else given["cost"]
         values.update(status=status, reason=reason, ended=ended)
@@ -497,7 +446,7 @@ class UsageLog:
         rows = self._db.query(
             "SELECT * FROM outbox WHERE acked_at IS NULL AND id > ? ORDER BY id LIMIT ?", [seq, limit]
         )
-        return [_outbox_message(r) for r in rows]
+        return [outbox_message(r) for r in rows]
 
     @_locked
     def outbox_msg_id(self, seq: int) -> str | None:
@@ -532,26 +481,7 @@ class UsageLog:
     @_locked
     def outbox_stats(self) -> dict[str, Any]:
         """Backlog figures for `fabnode telemetry status`: counts, oldest unacked, last sent/acked."""
-        row = self._db.execute(
-            "SELECT sum(acked_at IS NULL), sum(acked_at IS NULL AND sent_at IS NOT NULL), "
-            "min(CASE WHEN acked_at IS NULL THEN id END), min(CASE WHEN acked_at IS NULL THEN created END), "
-            "max(sent_at), max(acked_at), count(*) FROM outbox"
-        ).fetchone()
-        last_seq = self.last_outbox_seq()
-        # Rows are acknowledged in order and pruned only once acknowledged, so everything below the
-        # oldest unacknowledged row is acknowledged, pruned or not.
-        acked_through = row[2] - 1 if row[2] is not None else last_seq
-        return {
-            "backlog": int(row[0] or 0),
-            "sent_unacked": int(row[1] or 0),
-            "oldest_unacked_seq": row[2],
-            "oldest_unacked": row[3],
-            "last_sent_at": row[4],
-            "last_acked_at": row[5],
-            "acked_through": acked_through,
-            "last_seq": last_seq,
-            "stored": int(row[6] or 0),
-        }
+        return outbox_figures(self._db, self.last_outbox_seq())
 
     @_locked
     def outbox_messages(self, seqs: Iterable[int]) -> list[OutboxMessage]:
@@ -562,4 +492,4 @@ class UsageLog:
         marks = ", ".join("?" * len(ids))
         where = f"acked_at IS NULL AND id IN ({marks})"
         rows = self._db.query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", ids)
-        return [_outbox_message(r) for r in rows]
+        return [outbox_message(r) for r in rows]
