@@ -5,6 +5,10 @@ so a reply is answered with the next line at once and commands from other thread
 cancel, a console line) take effect at once; there is no polling sleep. Everything the protocol
 reports goes to `on_event`, plus `Progress` (rate-limited) and one final `StreamEnded` per job.
 `on_event` runs on the streamer's thread: it must be quick and must not block.
+
+A job's lines may be a FileSource (the node's job file, read from disk block by block as the protocol
+asks for lines): it is neither copied nor counted here, and one that changed on disk since its
+preflight fails the job (kind `file_changed`) after the protocol's safe stop.
 """
 
 from __future__ import annotations
@@ -18,25 +22,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from drivers.events import (
-    FAILURE_PORT_LOST,
-    CommandReply,
-    FirmwareReady,
-    JobCancelled,
-    JobCompleted,
-    JobFailed,
-    JobStatus,
-    LineAcked,
-    ResendRequested,
-    StatusReport,
-)
+from drivers.events import FAILURE_PORT_LOST, CommandReply, FirmwareReady, JobStatus, StatusReport
 from drivers.gcode_text import strip_for_wire
 from drivers.hostproto import HostProtocol
+from drivers.job_tracker import CANCELLED, COMPLETED, FAILED, JobTracker, Progress, StreamEnded
 from drivers.serial_link import PortLost, SerialLink
 
+__all__ = ["CANCELLED", "COMPLETED", "FAILED", "FileSource", "JobEnded", "JobTracker", "LinkLost", "Progress",
+           "StreamEnded", "Streamer", "count_job_lines"]  # fmt: skip
 # StreamEnded.status is how the job ended on the wire (the one vocabulary: drivers.events.JobStatus).
-COMPLETED, CANCELLED, FAILED = JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED
+KIND_FILE_CHANGED = "file_changed"  # the job's file changed on disk since its preflight
 KIND_HOST_CLOSED = "host_closed"  # close() while a job ran: the machine was not made safe by us
 KIND_INTERNAL = "internal"  # the protocol raised; the job cannot go on
 KIND_REJECTED = "rejected"  # the protocol refused start_job (e.g. a job of its own still active)
@@ -44,39 +41,28 @@ _NO_FD_POLL_S = 0.002
 _log = logging.getLogger(__name__)  # ports without an fd (some pyserial URLs) can only be polled
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """How far the job is, by what the firmware acknowledged (= what was really executed)."""
-
-    name: str
-    lines_acked: int
-    lines_total: int
-    bytes_acked: int
-    percent: float
-    elapsed_s: float
-    eta_s: float | None
-    lines_per_s: float
-    last_line_no: int  # 1-based file line of the last acknowledged line (0: none yet)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The streamer's last word on one job: status is completed, cancelled or failed; kind is FAILURE_*."""
-
-    name: str
-    status: JobStatus
-    kind: str
-    reason: str
-    lines_acked: int
-    bytes_sent: int  # every byte written to the port while the job ran (framing, resends, polls)
-    resends: int
-    duration_s: float
-    last_line_no: int
-
-
 # The old name, kept only until fabnode.cli.stream, fabnode.cli.calibrate_port and
 # tests/integration/test_stream_helpers.py import StreamEnded (fabnode.machine's JobEnded is the event).
 JobEnded = StreamEnded
+
+
+@runtime_checkable
+class FileSource(Protocol):
+    """Job lines read from disk as they stream (fabnode.node.job_file.JobFile), never held whole.
+
+    `commands` was counted by its preflight (the streamer does not read the file to count it);
+    `problem` is set once its lines stopped early (the file changed on disk): the job then fails.
+    """
+
+    @property
+    def commands(self) -> int: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +75,7 @@ class LinkLost:
 
 @dataclass(frozen=True, slots=True)
 class _StartJob:
-    lines: list[str]
+    lines: Sequence[str]
     name: str
     total: int
 
@@ -101,82 +87,6 @@ def _marlin_text(line: str) -> str:
 def count_job_lines(lines: Sequence[str], wire_text: Callable[[str], str] = _marlin_text) -> int:
     """How many of the file's lines the protocol will send (comments and blanks never go)."""
     return sum(1 for line in lines if wire_text(line))
-
-
-class JobTracker:
-    """Sans-I/O bookkeeping of one job: turns protocol events into Progress and StreamEnded."""
-
-    def __init__(self, name: str, total_lines: int, now: float, progress_interval_s: float) -> None:
-        self.name = name
-        self.total_lines = total_lines
-        self.started = now
-        self.interval = progress_interval_s
-        self.lines_acked = 0
-        self.bytes_acked = 0
-        self.last_line_no = 0
-        self.bytes_sent = 0
-        self.resends = 0
-        self.ended: StreamEnded | None = None
-        self._last_progress = float("-inf")
-        self._progress_dirty = False
-
-    def on_event(self, event: object, now: float) -> list[object]:
-        """Account for one protocol event; return the Progress/StreamEnded it causes."""
-        if isinstance(event, LineAcked):
-            self.lines_acked = event.acked_lines
-            self.bytes_acked = event.acked_bytes
-            self.last_line_no = max(self.last_line_no, event.line_no)
-            self._progress_dirty = True
-            if now - self._last_progress >= self.interval:
-                return [self.progress(now)]
-        elif isinstance(event, ResendRequested):
-            self.resends += 1
-        elif isinstance(event, JobCompleted):
-            self.resends = event.resends
-            return self.end(COMPLETED, "", "", now)
-        elif isinstance(event, JobCancelled):
-            self.last_line_no = max(self.last_line_no, event.last_line_no)
-            return self.end(CANCELLED, CANCELLED, event.reason, now)
-        elif isinstance(event, JobFailed):
-            self.last_line_no = max(self.last_line_no, event.last_line_no)
-            return self.end(FAILED, event.kind, event.reason, now)
-        return []
-
-    def progress(self, now: float) -> Progress:
-        """A Progress snapshot as of `now`."""
-        self._last_progress = now
-        self._progress_dirty = False
-        elapsed = max(now - self.started, 0.0)
-        rate = self.lines_acked / elapsed if elapsed > 0 else 0.0
-        total = max(self.total_lines, self.lines_acked)
-        remaining = total - self.lines_acked
-        eta = remaining / rate if rate > 0 else None
-        percent = 100.0 * self.lines_acked / total if total else 100.0
-        return Progress(
-            self.name, self.lines_acked, total, self.bytes_acked, percent, elapsed, eta, rate,
-            self.last_line_no,
-        )
-
-    def due_progress(self, now: float) -> Progress | None:
-        """A Progress when acknowledgements are waiting to be reported and the interval has passed."""
-        if self._progress_dirty and now - self._last_progress >= self.interval:
-            return self.progress(now)
-        return None
-
-    def next_progress_at(self) -> float | None:
-        """When a waiting Progress falls due, or None."""
-        return self._last_progress + self.interval if self._progress_dirty else None
-
-    def end(self, status: JobStatus, kind: str, reason: str, now: float) -> list[object]:
-        """End the job (once): a final Progress, then StreamEnded."""
-        if self.ended is not None:
-            return []
-        final = self.progress(now)
-        self.ended = StreamEnded(
-            self.name, status, kind, reason, self.lines_acked, self.bytes_sent, self.resends,
-            max(now - self.started, 0.0), self.last_line_no,
-        )
-        return [final, self.ended]
 
 
 class Streamer:
@@ -209,6 +119,7 @@ class Streamer:
         self._port_mask = 0
         self._outbuf = b""
         self._job: JobTracker | None = None
+        self._file: FileSource | None = None  # the running job's file, read from disk as it is streamed
         self._job_lock = threading.Lock()
         self._job_active = False
         self._lost: LinkLost | None = None
@@ -223,8 +134,11 @@ class Streamer:
     # -- the public, thread-safe side -----------------------------------------------------------
 
     def start_job(self, lines: Sequence[str], name: str = "", total_lines: int | None = None) -> None:
-        """Stream these raw file lines; RuntimeError when a job is already running."""
-        if total_lines is None:
+        """Stream these raw file lines (a FileSource is read from disk as it goes); RuntimeError when a job
+        is already running."""
+        if total_lines is None and isinstance(lines, FileSource):
+            total_lines = lines.commands  # counted by its preflight: the file is not read again here
+        elif total_lines is None:
             total_lines = count_job_lines(lines, self._protocol.wire_text)
         total = total_lines
         with self._job_lock:  # posted under the lock, so a dying thread finds it and ends it
@@ -233,7 +147,8 @@ class Streamer:
             if self._job_active:
                 raise RuntimeError("a job is already running on this streamer")
             self._job_active = True
-            self._post("start", _StartJob(list(lines), name, total))
+            kept = lines if isinstance(lines, FileSource) else list(lines)  # a file stays on disk
+            self._post("start", _StartJob(kept, name, total))
 
     def pause(self) -> None:
         """Stop sending job lines (the protocol decides how the firmware is held)."""
@@ -398,8 +313,9 @@ class Streamer:
         except ValueError as exc:  # blank after comments, too long: the answer says why, nothing is sent
             self._emit(CommandReply(line, (f"not sent: {exc}",), False))
 
-    def _start(self, lines: list[str], name: str, total: int, now: float) -> None:
+    def _start(self, lines: Sequence[str], name: str, total: int, now: float) -> None:
         self._job = JobTracker(name, total, now, self._interval)
+        self._file = lines if isinstance(lines, FileSource) else None
         if self._lost is not None:
             self._end_job(FAILED, FAILURE_PORT_LOST, f"{self._lost.port}: {self._lost.reason}")
             return
@@ -412,8 +328,17 @@ class Streamer:
         """Write what the protocol wants sent; ask it only once earlier bytes have left."""
         if not self._outbuf:
             self._outbuf = self._protocol.data_to_send(now)
+            self._check_file(now)
         if self._outbuf:
             self._write_out()
+
+    def _check_file(self, now: float) -> None:
+        """A job file that changed on disk ends its lines early: stop the job safely, and fail it."""
+        job, file = self._job, self._file
+        if file is not None and file.problem is not None and job is not None and job.ended is None:
+            self._file = None
+            job.failure = (KIND_FILE_CHANGED, file.problem)
+            self._protocol.cancel(now, file.problem)
 
     def _write_out(self) -> None:
         try:

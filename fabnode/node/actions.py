@@ -12,8 +12,9 @@ locked again, the job is reported failed before a line is sent).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from fabnode.machine.profile import HEATERS_OFF
 from fabnode.machine.types import (
@@ -43,6 +44,7 @@ from fabnode.machine.types import (
     SwitchRelay,
 )
 from fabnode.node.jobs import Preflight
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import ActionHost, Outcome
 
 log = logging.getLogger("fabnode.daemon")
@@ -103,31 +105,31 @@ class ActionRunner:
 
     def _start_job(self, a: StartJob, now: float) -> str | None:
         d, job, pre = self.d, a.job, a.prepared
-        if not isinstance(pre, Preflight) or pre.analysis is None:
-            raise RuntimeError(f"job {job.id}: no preflight for {job.file}")
+        if not isinstance(pre, Preflight) or pre.analysis is None or pre.source is None:
+            raise RuntimeError(f"job {job.id}: no preflight for {shown(job.file)}")
         try:
             self.storage.attempt(f"the start of job {job.id}",
                               lambda: self.jobs.start(job.id, pre, self.session_row, job.member_id, now))
         except Exception as exc:  # not recorded: not started (nothing was sent to the machine)
             return self._not_started(job.id, f"the job could not be recorded: {exc}")
         d.reset_acked()
-        reason = self._stream(pre.lines, job.id)
+        reason = self._stream(pre.source, job.id)
         if reason is not None:  # the job cannot run: the controller hears it ended
             return self._not_started(job.id, reason)
-        log.info("job %s started: %s (%d commands)", job.id, pre.path.name, pre.analysis.commands)
+        log.info("job %s started: %s (%d commands)", job.id, shown(pre.path.name), pre.analysis.commands)
         return None
 
     def _not_started(self, job_id: str, reason: str) -> str:
-        log.error("job %s not started: %s", job_id, reason)
+        log.error("job %s not started: %s", job_id, shown(reason))
         self.d.post(lambda t: JobEnded(t, job_id, JobStatus.FAILED, reason, "rejected"))
         return reason
 
-    def _stream(self, lines: list[str], job_id: str) -> str | None:
+    def _stream(self, source: Sequence[str], job_id: str) -> str | None:
         streamer = self.d.streamer
         if streamer is None or streamer.lost is not None:
             return f"the firmware's port {self.d.parts.port} is not open"
-        try:
-            streamer.start_job(lines, name=job_id)
+        try:  # the file is read from disk as it streams; ports.FirmwareLink still says list[str]
+            streamer.start_job(cast("list[str]", source), name=job_id)
         except RuntimeError as exc:  # the previous job's end was never reported (aborted job)
             return f"the streamer is still busy: {exc}"
         return None
@@ -171,7 +173,8 @@ class ActionRunner:
             return
         if self.d.inbox is not None:
             for path in self.d.inbox.set_aside_stale():
-                log.info("inbox: %s was waiting before the session: moved to %s", path.name, path.parent)
+                log.info("inbox: %s was waiting before the session: moved to %s", shown(path.name),
+                         shown(path.parent))
 
     def _close_session(self, a: CloseSession, now: float) -> None:
         self.close_session(a.session, a.reason, now)
@@ -194,20 +197,21 @@ class ActionRunner:
         if summary is not None:
             self.last_job = summary
         self.d.reopen_after_job(now)
-        log.info("job %s ended %s: %s", a.job.id, a.job.status, a.reason)
+        log.info("job %s ended %s: %s", a.job.id, a.job.status, shown(a.reason))
 
     def _fault(self, a: RecordFault, now: float) -> None:
         machine, at = self.d.config.node.machine, self.d.wall()
         self.storage.write(f"fault {a.kind}", lambda: self.usage.record_fault(a.kind, a.detail, machine, at))
-        log.warning("fault %s: %s", a.kind, a.detail)
+        log.warning("fault %s: %s", a.kind, shown(a.detail))
 
     def _reject_inbox_file(self, a: RejectInboxFile, now: float) -> None:
         inbox, path = self.d.inbox, Path(a.file)
         moved = inbox.reject(path, list(a.problems)) if inbox is not None else path
-        log.warning("inbox: %s fails preflight, moved to %s: %s", path.name, moved, "; ".join(a.problems[:5]))
+        log.warning("inbox: %s fails preflight, moved to %s: %s", shown(path.name), shown(moved),
+                    shown("; ".join(a.problems[:5])))
 
     def _event(self, a: RecordEvent, now: float) -> None:
-        log.info("event %s: %s", a.kind, a.detail)
+        log.info("event %s: %s", a.kind, shown(a.detail))
 
     def _publish(self, a: PublishState, now: float) -> None:
         log.info("state %s", a.state.value)

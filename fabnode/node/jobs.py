@@ -3,14 +3,13 @@
 Material is counted from what the firmware acknowledged, never from what was sent: every figure is
 the analysis's running total up to the LAST ACKNOWLEDGED FILE LINE (`Analysis.filament_mm_at(n)`,
 `laser_on_s_at(n)`, `cost_at(n)`), so a print cancelled at 40 % records the filament of that 40 %.
-Used only from the daemon's controller thread; no I/O but the file read and the usage log. The job's
-end goes through the storage guard (fabnode.records.storage_guard): on a full disk it is kept and written once
-there is room, with the figures and the time of the end itself.
+Used only from the daemon's controller thread; no I/O but the usage log (a file is prepared aside, by
+fabnode.node.prepare). The job's end goes through the storage guard (fabnode.records.storage_guard): on
+a full disk it is kept and written once there is room, with the figures and the time of the end itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,42 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from drivers.events import JobStatus
-from fabnode.gcode.analysis import Analysis, analyze_bytes
+from fabnode.gcode.analysis import Analysis
 from fabnode.machine.profile import MachineProfile
+from fabnode.node.prepare import Preflight, preflight
 from fabnode.records.storage_guard import StorageGuard
 from fabnode.records.usage import ABORTED, ABORTED_PREFIX, END_STATUSES, FAILED, JobRates, UsageLog
 
-
-@dataclass(frozen=True, slots=True)
-class Preflight:
-    """A file read and analysed before a job: its lines (what will be streamed) and what is wrong."""
-
-    path: Path
-    lines: list[str]
-    sha256: str
-    analysis: Analysis | None
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        """No problem: the file may run."""
-        return not self.problems and self.analysis is not None
-
-
-def preflight(path: Path, profile: MachineProfile) -> Preflight:
-    """Read and analyse a file against the machine; `problems` are lines like `line 12: ...`."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        return Preflight(path, [], "", None, ["a folder, not a G-code file"])
-    except OSError as exc:
-        return Preflight(path, [], "", None, [f"cannot be read: {exc.strerror or exc}"])
-    analysis, text = analyze_bytes(data, profile)  # one read: the bytes checked are the bytes run
-    problems = [f"line {p.line}: {p.message}" for p in analysis.problems]
-    if analysis.commands == 0 and not problems:
-        problems.append("the file holds no G-code command")
-    lines = text.splitlines()
-    return Preflight(path, lines, hashlib.sha256(data).hexdigest(), analysis, problems)
+__all__ = ["JobBook", "Preflight", "RunningJob", "preflight"]  # Preflight and preflight: fabnode.node.prepare
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from fabnode.node.control import ControlServer
 from fabnode.node.health import PartsHealth
 from fabnode.node.inbox import Inbox
 from fabnode.node.jobs import JobBook
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject, Outcome, Publisher
 from fabnode.node.reload import Loader, Reloader, controller_settings
 from fabnode.node.requests import RequestHandler
@@ -76,6 +78,7 @@ STOP_JOB_WAIT_S = 5.0
 GREETING_WAIT_S = 3.0
 SETTLE_WAIT_S = 10.0  # how long a job or calibration request waits for a board reset by its port opening
 MAX_WAIT_S = 1.0
+SWITCH_INTERVAL_S = 0.001
 TELEMETRY_RESTART_EVERY_S = 60.0
 T = TypeVar("T")
 __all__ = ["Daemon", "controller_settings"]  # controller_settings lives in fabnode.node.reload
@@ -239,6 +242,9 @@ class Daemon:
             self._shut_down()
 
     def _start_up(self) -> None:
+        # A busy worker (a job file being prepared) holds the interpreter until another thread has waited
+        # this long: at Python's 5 ms, the e-stop's hand-offs (GPIO thread, then this one) add up.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         now = self.clock()
         self.actions.run(self.controller.start(now), now)
         self.storage.write("crash recovery", self._recover)
@@ -421,7 +427,7 @@ class Daemon:
             log.warning("firmware alarm %d: %s", event.code, event.meaning)
 
     def _greeted(self, event: fw.FirmwareReady) -> None:
-        log.info("firmware greeted: %s", event.text)
+        log.info("firmware greeted: %s", shown(event.text))
         self._hello()
 
     def _hello(self) -> None:

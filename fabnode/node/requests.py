@@ -1,9 +1,16 @@
 """The daemon's side of the control socket: each request is answered with a JSON object.
 
-Requests arrive on the control socket's client threads. Preflight (reading and analysing a file, which
-can take seconds) runs there; everything that reads or changes the machine's state is handed to the
-controller thread with `Daemon.call`. Replies are `{"ok": true, "message": ...}` or
-`{"ok": false, "error": ...}`; the CLI maps them to exit codes.
+Requests arrive on the control socket's client threads; everything that reads or changes the machine's
+state is handed to the controller thread with `Daemon.call`. Replies are `{"ok": true, "message": ...}`
+or `{"ok": false, "error": ...}`; the CLI maps them to exit codes.
+
+`print` prepares its file (fabnode.node.prepare: size check, one read in blocks, analysis; minutes for
+a 200 MB file on a Pi) on a worker thread of its own, which posts the job onto the loop's queue when
+it passed; the controller thread never waits for a file. The request waits for that end and says what
+really happened (started, or refused with the preflight's problems), as a technician at the terminal
+expects; only a file still being read after PRINT_WAIT_S (below the CLI's 120 s) is answered
+"preparing": the job then starts by itself once it passed, and `fabnode status` shows under
+`preparation` how far it is and how the last one ended. One file is prepared at a time.
 
 Verbs: status, print {file}, pause, resume, cancel, lock {force}, badge {uid} (simulated reader only),
 sim-input {input, action} (simulated GPIO only), relay {on}, leds {green, red, blink},
@@ -12,6 +19,7 @@ inputs, badge-capture {timeout_s} (fabnode.node.technician), calibrate_command {
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -29,14 +37,16 @@ from fabnode.machine.types import (
     Reply,
     ResumeRequested,
 )
-from fabnode.node.jobs import Preflight, preflight
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject, RequestHost
+from fabnode.node.prepare import Preflight, Preparation, Preparations, preflight, size_text
 from fabnode.records import members as access
 
 Desk = Callable[[JsonObject], JsonObject]
 
 log = logging.getLogger("fabnode.daemon")
 MAX_PROBLEMS_SHOWN = 20
+PRINT_WAIT_S = 60.0  # how long `print` waits for its file's preparation before it answers "preparing"
 # How long a job request waits for a board that was just reset by its port opening (the daemon gives
 # it GREETING_WAIT_S to greet, then speaks to it anyway); the margin is for a loaded machine.
 
@@ -61,6 +71,7 @@ class RequestHandler:
         self.parts = daemon.parts
         self.desks = dict(desks)  # the technician's checks and calibration commands, by verb
         self.snapshot = status  # what `fabnode status` shows (controller thread)
+        self.preparing = Preparations()
 
     def handle(self, request: JsonObject) -> JsonObject:
         """Answer one request (runs on a control-socket client thread)."""
@@ -68,7 +79,8 @@ class RequestHandler:
         simple: dict[str, type[PauseRequested] | type[ResumeRequested]] = {
             "pause": PauseRequested, "resume": ResumeRequested}
         if cmd == "status":
-            return {"ok": True, "status": self.d.call(self.snapshot)}
+            status = {**self.d.call(self.snapshot), "preparation": self.preparing.snapshot()}
+            return {"ok": True, "status": status}
         if cmd in simple:
             event_type = simple[cmd]
             return _reply(self.d.call(lambda now: self.d.feed(event_type(now)).reply))
@@ -96,15 +108,48 @@ class RequestHandler:
         file = request.get("file")
         if not isinstance(file, str) or not file:
             return {"ok": False, "error": 'print needs a "file"'}
-        pre = preflight(Path(file), self.d.config.machine)
-        if not pre.ok:
-            return self._refused(pre)
-        self.d.wait_settled()
-        job_id = uuid.uuid4().hex
-        answer = _reply(self.d.call(lambda now: self.submit_job(pre, job_id, now)))
-        if answer["ok"]:
-            answer["job_id"] = job_id
-        return answer
+        path = Path(file)
+        prep = self.preparing.begin(path)
+        if isinstance(prep, str):
+            return {"ok": False, "error": prep}
+        threading.Thread(target=self._prepare, args=(prep,), name="job-prepare", daemon=True).start()
+        if prep.done.wait(PRINT_WAIT_S):
+            return prep.answer
+        read, size = prep.read
+        if not size:  # not a block read yet
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+        percent = 100.0 * read / size if size else 0.0
+        return {"ok": True, "preparing": True, "message": (
+            f"preparing {path} ({size_text(size)}): {percent:.0f} % read after {PRINT_WAIT_S:g} s; the job "
+            "starts by itself once it passes preflight (`fabnode status` shows how far it is, and a "
+            "refusal)")}  # fmt: skip
+
+    def _prepare(self, prep: Preparation) -> None:
+        """Read and analyse the file, then hand the job to the controller (the job-prepare thread)."""
+        d, answer = self.d, None
+        try:
+            pre = preflight(prep.path, d.config.machine, d.config.max_job_bytes, prep.progress)
+            if not pre.ok:
+                answer = self._refused(pre)
+            else:
+                d.wait_settled()
+                job_id = uuid.uuid4().hex
+                answer = _reply(d.call(lambda now: self.submit_job(pre, job_id, now)))
+                if answer["ok"]:
+                    answer["job_id"] = job_id
+        except Exception as exc:  # a bug here must still answer the request and free the next one
+            log.exception("preparing %s", shown(prep.path))
+            answer = {"ok": False, "error": f"{prep.path} could not be prepared: {exc}"}
+        finally:
+            answer = answer or {"ok": False, "error": f"{prep.path} could not be prepared"}
+            self.preparing.end(prep, answer)
+        if answer.get("ok"):
+            log.info("print %s: %s", shown(prep.path), shown(str(answer.get("message"))))
+        else:
+            problems = answer.get("problems")
+            said = "; ".join(problems[:5]) if isinstance(problems, list) else str(answer.get("error"))
+            log.info("print %s refused: %s", shown(prep.path), shown(said))
 
     def submit_job(self, pre: Preflight, job_id: str, now: float) -> Reply | None:
         """Ask the controller to run a file that passed preflight (controller thread); its Reply.
@@ -145,7 +190,7 @@ class RequestHandler:
         """
 
         def check() -> None:
-            pre = preflight(path, self.d.config.machine)
+            pre = preflight(path, self.d.config.machine, self.d.config.max_job_bytes)
             if pre.ok:
                 self.d.wait_settled()
             self.d.call(lambda later: self._inbox_checked(tap, pre, later), timeout=60.0)
@@ -161,7 +206,8 @@ class RequestHandler:
         reply = checked.reply if checked is not None else None
         if inbox is None or member is None or reply is None or not reply.ok:
             if checked is None or checked.access is None:  # not refused as a tap: the session changed
-                log.info("inbox: %s left waiting: the session changed during its preflight", pre.path.name)
+                log.info("inbox: %s left waiting: the session changed during its preflight",
+                         shown(pre.path.name))
             return
         denied = dataclasses.replace(tap, now=now, inbox_file=None)
         job_id = uuid.uuid4().hex
