@@ -22,6 +22,7 @@ from typing import Protocol
 
 from fabnode.machine.events import CalibrationRequested
 from fabnode.machine.profile import SAFE_NOW
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import Firmware, JsonObject
 
 log = logging.getLogger("fabnode.daemon")
@@ -134,7 +135,7 @@ class CalibrateDesk:
         answer = d.feed(CalibrationRequested(now, d.config.node.machine, job_running)).reply
         if answer is None or not answer.ok:  # the controller's table decides by the machine's state
             refusal = answer.message if answer is not None else "the controller gave no answer"
-            log.info("calibration command %r refused: %s", line, refusal)
+            log.info("calibration command %r refused: %s", line, shown(refusal))
             return {"ok": False, "error": refusal, "busy": True}
         streamer = d.streamer
         if streamer is None or streamer.lost is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject, Link
 
 log = logging.getLogger("fabnode.daemon")
@@ -46,13 +47,13 @@ class PartsHealth:
         self.reader_present, self.reader_detail, self.reader_since = present, detail, now
         if not present:
             self.reader_losses += 1
-            log.warning("badge reader lost: %s (the daemon runs on; it reopens by itself)", detail)
+            log.warning("badge reader lost: %s (the daemon runs on; it reopens by itself)", shown(detail))
             self._record("reader_lost", detail)
         elif was is False:
-            log.warning("badge reader back: %s", detail)
+            log.warning("badge reader back: %s", shown(detail))
             self._record("reader_back", detail)
         else:
-            log.info("badge reader ready: %s", detail)
+            log.info("badge reader ready: %s", shown(detail))
 
     def reader_snapshot(self, now: float) -> JsonObject:
         """What `fabnode status` shows under `reader`."""
@@ -71,7 +72,7 @@ class PartsHealth:
         self._port_waiting_logged = False
         every = self.d.config.serial.reconnect_every_s
         log.error("firmware port %s lost: %s (the daemon runs on; reopening it every %g s)",
-                  self.parts.port, reason, every)  # fmt: skip
+                  self.parts.port, shown(reason), every)  # fmt: skip
         self._record("port_lost", f"{self.parts.port}: {reason}")
 
     def port_absent(self, reason: str, now: float) -> None:
@@ -81,7 +82,8 @@ class PartsHealth:
         if not self._port_waiting_logged:
             self._port_waiting_logged = True
             every = self.d.config.serial.reconnect_every_s
-            log.warning("firmware port %s: %s (trying again every %g s)", self.parts.port, reason, every)
+            log.warning("firmware port %s: %s (trying again every %g s)", self.parts.port, shown(reason),
+                        every)
 
     def port_open(self, now: float) -> bool:
         """The port opened; True when it had been lost (a reconnection)."""

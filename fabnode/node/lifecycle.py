@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from fabnode.config.settings import Config
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import Publisher
 from fabnode.records.storage_guard import StorageGuard
 from fabnode.records.usage import UsageLog
@@ -26,7 +27,7 @@ def start_telemetry(config: Config, usage: UsageLog) -> Publisher | None:
         publisher = TelemetryPublisher(usage, TelemetrySettings.from_config(config))
         publisher.start()
     except TelemetryError as exc:  # access control matters more: run on, records wait in the outbox
-        log.error("telemetry not started (records wait in the outbox): %s", exc)
+        log.error("telemetry not started (records wait in the outbox): %s", shown(str(exc)))
         return None
     log.info("telemetry to %s", config.telemetry.broker)
     return publisher

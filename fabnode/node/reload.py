@@ -21,6 +21,7 @@ from collections.abc import Callable
 from fabnode.config.settings import Config, ConfigError
 from fabnode.machine.types import ControllerSettings
 from fabnode.node.inbox import Inbox
+from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject, ReloadHost
 
 log = logging.getLogger("fabnode.daemon")
@@ -96,7 +97,7 @@ class Reloader:
         except (ConfigError, OSError, ValueError) as exc:
             self.refused += 1
             self.last = {"ok": False, "message": f"refused: {exc}", "at": now}
-            log.error("config reload refused, the running config is kept: %s", exc)
+            log.error("config reload refused, the running config is kept: %s", shown(str(exc)))
             return
         self.at_restart = _restart_only(old, read)
         applied = self._apply(old, new, settings)
@@ -107,7 +108,7 @@ class Reloader:
             log.warning("config reload: %s changed: applies at the next restart (kept as is)",
                         ", ".join(self.at_restart))  # fmt: skip
         self.last = {"ok": True, "message": message, "at": now}
-        log.info("config %s", message)
+        log.info("config %s", shown(message))
         self.apply_after_job(now)
 
     def _apply(self, old: Config, new: Config, settings: ControllerSettings) -> list[str]:
