@@ -172,6 +172,18 @@ class JobState:
     ENDED = frozenset({COMPLETED, CANCELLED, FAILED})
 
 
+@dataclass(frozen=True, slots=True)
+class LaserMode:
+    """GRBL's laser mode (`$32`) as its `$$` settings answer showed it after a (re)start.
+
+    Off (`$32=0`), a feed hold keeps the beam on: the node refuses jobs until a technician sets `$32=1`.
+    """
+
+    enabled: bool
+    setting: str  # the line as GRBL printed it (`$32=1`), or why it is unknown (no `$32`, `error:N`)
+    max_power: float | None = None  # `$30`: the S value of full laser power (None: not reported)
+
+
 Event = (
     LineAcked
     | ResendRequested
@@ -187,4 +199,5 @@ Event = (
     | JobCompleted
     | JobCancelled
     | JobFailed
+    | LaserMode
 )

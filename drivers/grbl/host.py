@@ -7,7 +7,8 @@ never exceed the firmware's receive buffer (`rx_buffer_bytes`); every line gets 
 `error:N`, in order. Real-time bytes (`?` `!` `~` 0x18, overrides 0x80-0xFF) are taken out of the
 stream by GRBL's serial interrupt and are sent outside that count. `$` lines (settings, `$H`, `$X`)
 are sent alone: GRBL writes EEPROM with interrupts off, so nothing may be in flight around them, and
-no `?` goes out while a settings write is in flight.
+no `?` goes out while a settings write is in flight. With check_laser_mode, `$$` goes alone after every
+banner and job lines wait for its answer (LaserMode). An open lid: door_hold() (0x84), see holds.py.
 
 Cancel, in order (laser: the beam must be off when we report the job cancelled):
   1. `!` feed hold, and stop sending job lines;
@@ -39,6 +40,7 @@ from drivers.events import (
     JobFailed,
     JobState,
     JobStateChanged,
+    LaserMode,
     LineAcked,
     StatusReport,
 )
@@ -50,24 +52,24 @@ from drivers.grbl.codes import (
     describe_error,
     parse_status_report,
 )
+from drivers.grbl.holds import ACTIVE as _ACTIVE
+from drivers.grbl.holds import CYCLE_START, FEED_HOLD, SAFETY_DOOR, HoldControls
 from drivers.grbl.lines import Sent, clean_line, command_text, is_eeprom_write
+from drivers.grbl.settings import SETTINGS_QUERY, laser_mode_event, parse_setting
 from drivers.grbl.watch import ProgressWatch
 
 STATUS_QUERY = b"?"
-FEED_HOLD = b"!"
-CYCLE_START = b"~"
 SOFT_RESET = b"\x18"
 _REALTIME_CHARS = frozenset("?!~\x18")
-_ACTIVE = frozenset({JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.CANCELLING})
 # States without motion: a soft reset there keeps the position (Hold:1, Door:2/3 are still moving).
 _HELD_STATES = frozenset({"Hold:0", "Alarm", "Check", "Sleep", "Door:0", "Door:1"})
 _MAX_PARTIAL = 4096  # a line longer than this from the firmware is noise: hand it on as it is
 
-_JOB, _COMMAND, _INTERNAL = "job", "command", "internal"
+_JOB, _COMMAND, _INTERNAL, _SETTINGS = "job", "command", "internal", "settings"
 _HOLD, _RESET, _M5 = "hold", "reset", "m5"  # cancel phases
 
 
-class GrblHost:
+class GrblHost(HoldControls):
     """The host's side of GRBL 1.1 (drivers.hostproto.HostProtocol)."""
 
     wire_text = staticmethod(clean_line)
@@ -81,13 +83,15 @@ class GrblHost:
         hold_timeout_s: float = 2.0,
         reset_timeout_s: float = 5.0,
         no_progress_s: float = 120.0,
+        check_laser_mode: bool = False,
     ) -> None:
         """rx_buffer_bytes: GRBL's serial receive buffer (128 on an Uno; `[OPT:...,rx]` tells);
         status_interval_s: `?` at most this often while a job is active (0.2 s = 5 Hz, GRBL's advice);
         no_answer_after_s: no status report and no ok/error this long during a job -> JobFailed;
         hold_timeout_s: cancel waits this long for the feed hold to complete before the soft reset;
         reset_timeout_s: cancel waits this long for the banner after the soft reset;
-        no_progress_s: GRBL answers `?` but neither acks a line nor moves this long -> JobFailed (0: off).
+        no_progress_s: GRBL answers `?` but neither acks a line nor moves this long -> JobFailed (0: off);
+        check_laser_mode: `$$` after every banner, before any job line -> LaserMode (drivers.grbl.settings).
         """
         if rx_buffer_bytes < 2:
             raise ValueError(f"rx_buffer_bytes must be at least 2, got {rx_buffer_bytes}")
@@ -114,14 +118,18 @@ class GrblHost:
         # timers and holds
         self._next_status_at: float | None = None
         self._last_heard = 0.0
-        self._hold_on_wire = False  # our `!` has left; status reports after it tell the hold state
-        self._resume_check = False  # `~` is ignored during Hold:1: repeat it until GRBL runs
+        self._hold_on_wire = self._resume_check = False  # see HoldControls
         self._wco: tuple[float, ...] | None = None
         self._phase = ""
         self._phase_deadline: float | None = None
         self._cancel_reason = ""
         self._cancel_note = ""
         self._internal: deque[str] = deque()
+        self._door = False
+        self.check_laser_mode = check_laser_mode
+        self._settings_wanted = False
+        self._settings: dict[int, str] = {}
+        self.laser_mode: LaserMode | None = None  # the last `$$` answer's verdict (None: not yet)
 
     # -- HostProtocol ---------------------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class GrblHost:
         self._now = now
         self._maybe_query_status(now)
         out = bytearray(self._realtime)
-        if FEED_HOLD in self._realtime:
+        if FEED_HOLD in self._realtime or SAFETY_DOOR in self._realtime:
             self._hold_on_wire = True
         self._realtime.clear()
         while not self._alone_inflight:
@@ -193,25 +201,6 @@ class GrblHost:
         if self._phase != _RESET:
             times.append(self._last_heard + self.no_answer_after_s)
         return min(times)
-
-    def pause(self, now: float) -> None:
-        """Feed hold (`!`) and stop sending job lines; PAUSED once GRBL reports Hold:0."""
-        self._now = now
-        if self._state != JobState.RUNNING:
-            return
-        self._realtime += FEED_HOLD
-        self._hold_on_wire = self._resume_check = False
-        self._next_status_at = now  # learn soon that the hold completed
-        self._set_state(JobState.PAUSING)
-
-    def resume(self, now: float) -> None:
-        """Cycle start (`~`) and carry on sending."""
-        self._now = now
-        if self._state not in (JobState.PAUSING, JobState.PAUSED):
-            return
-        self._realtime += CYCLE_START
-        self._resume_check = True
-        self._set_state(JobState.RUNNING)
 
     def cancel(self, now: float, reason: str = "cancelled") -> None:
         """Feed hold, soft reset once held, `M5` after the banner, then JobCancelled (see module doc)."""
@@ -265,11 +254,13 @@ class GrblHost:
                 return None
             text = self._internal[0]
             return Sent(_INTERNAL, len(text) + 1, text)
-        if self._state == JobState.RUNNING:
-            return self._next_job_line()
         if self._state not in _ACTIVE and self._commands and not self._inflight:
             given, text = self._commands[0]
             return Sent(_COMMAND, len(text) + 1, text, command=given)
+        if self._settings_wanted:  # alone, before any job line: a job waits for the laser mode
+            return None if self._inflight else Sent(_SETTINGS, len(SETTINGS_QUERY) + 1, SETTINGS_QUERY)
+        if self._state == JobState.RUNNING:
+            return self._next_job_line()
         return None
 
     def _next_job_line(self) -> Sent | None:
@@ -293,6 +284,8 @@ class GrblHost:
         elif item.kind == _COMMAND:
             self._commands.popleft()
             self._reply = []
+        elif item.kind == _SETTINGS:
+            self._settings_wanted, self._settings = False, {}
         else:
             self._next = None
             self._job_inflight += 1
@@ -327,6 +320,8 @@ class GrblHost:
             self._on_alarm(line)
         elif BANNER.match(line):
             self._on_banner(line, now)
+        elif self._inflight and self._inflight[0].kind == _SETTINGS and (setting := parse_setting(line)):
+            self._settings[setting[0]] = setting[1]  # our own `$$`: read, not logged line by line
         else:
             self._events.append(FirmwareMessage(line))
             self._add_to_reply(line)
@@ -349,6 +344,9 @@ class GrblHost:
             self._reply = []
         elif sent.kind == _INTERNAL:
             self._on_internal_answer(line, ok)
+        elif sent.kind == _SETTINGS:
+            self.laser_mode = laser_mode_event(self._settings, line)
+            self._events.append(self.laser_mode)
         elif sent.job != self._job_id:
             if not ok:
                 self._events.append(FirmwareMessage(f"{line} for a line of an ended job: {sent.text}"))
@@ -402,13 +400,13 @@ class GrblHost:
     def _after_status(self, report: StatusReport, now: float) -> None:
         state = report.state
         if self._resume_check:
-            if state.startswith("Hold"):
-                self._realtime += CYCLE_START  # GRBL ignores `~` until the hold completes
+            if self.resume_ignored(state):
+                self._realtime += CYCLE_START
             else:
                 self._resume_check = False
         if not self._hold_on_wire:
             return
-        if self._state == JobState.PAUSING and state == "Hold:0":
+        if self._state == JobState.PAUSING and self._hold_complete(state):
             self._set_state(JobState.PAUSED)
         elif self._phase == _HOLD and state in _HELD_STATES:
             self._soft_reset(now)
@@ -428,6 +426,7 @@ class GrblHost:
         """GRBL (re)started: its receive buffer is empty, so nothing in flight will be answered."""
         self._events.append(FirmwareReady(line))
         self._alarm = 0
+        self._settings_wanted, self._door, self.laser_mode = self.check_laser_mode, False, None
         lost_command = next((s for s in self._inflight if s.kind == _COMMAND), None)
         if lost_command is not None:
             self._events.append(CommandReply(lost_command.command, (*self._reply, line), False))

@@ -123,6 +123,10 @@ class GrblCore:
             grbl_system.extended_realtime(self, byte)
         return True
 
+    def beam_power(self) -> float:
+        """The laser output now (S units, 0: off); see simulators.grbl.report.beam_power."""
+        return grbl_report.beam_power(self)
+
     def feed_hold(self) -> None:
         """`!`: decelerate to a stop (Hold:1, then Hold:0); a jog is cancelled instead."""
         if self.alarm or self.check_mode or self.homing_left is not None or self.sleeping:

@@ -35,6 +35,7 @@ class Move:
     rapid: bool = False
     jog: bool = False
     probe_alarm: int = 0  # ALARM code raised when this probing move ends without contact
+    spindle: float = 0.0  # S of M3/M4 while this block runs, in any motion mode (the output when `$32=0`)
 
 
 @dataclass
@@ -381,7 +382,8 @@ class _Block:
             rate = min(self.feed, limit)
         beam = not rapid and not probe_alarm and self.m.motion in (1, 2, 3) and self.m.spindle in (3, 4)
         power = self.m.speed if beam and self.m.speed > 0 and not self.jog else 0.0
-        move = Move(tuple(start), tuple(end), length, rate, power, rapid, self.jog, probe_alarm)
+        spindle = self.m.speed if self.m.spindle in (3, 4) and not self.jog else 0.0
+        move = Move(tuple(start), tuple(end), length, rate, power, rapid, self.jog, probe_alarm, spindle)
         self.actions.append(Action("move", move=move))
 
     # -- helpers -------------------------------------------------------------------------------

@@ -138,6 +138,31 @@ class StatusReporter:
         return 0.0
 
 
+def beam_power(core: Board) -> float:
+    """The laser output now (S units, 0: off), as GRBL 1.1 drives the spindle PWM pin.
+
+    The safety door (0x84) de-energizes once motion stopped whatever `$32` says. With `$32=0` the
+    output is a spindle's: on with M3/M4 and S>0, through a feed hold too ("a feed hold does not
+    disable the spindle", gnea/grbl doc/markdown/commands.md). With `$32=1` it burns while a powered
+    G1/G2/G3 block runs, is off during a hold (config.h DISABLE_LASER_DURING_HOLD), and at a stop stays
+    on only for M3 in a G1/G2/G3 mode (doc/markdown/laser_mode.md: M4 and G0 never light a still beam).
+    """
+    planner, modal = core.planner, core.gc.modal
+    if core.alarm or core.sleeping or core.check_mode or core.homing_left is not None:
+        return 0.0
+    if core.door and not planner.moving:
+        return 0.0
+    # the parser runs ahead of the machine: while blocks are queued, the running one tells the output
+    programmed = modal.speed * core.spindle_ovr / 100 if modal.spindle in (3, 4) and modal.speed > 0 else 0.0
+    if not core.settings[32]:
+        return planner.blocks[0].spindle * core.spindle_ovr / 100 if planner.busy else programmed
+    if planner.moving:
+        return planner.blocks[0].power * core.spindle_ovr / 100
+    if planner.hold or modal.spindle != 3 or modal.motion not in (1, 2, 3):
+        return 0.0
+    return programmed
+
+
 def settings_lines(core: Board) -> list[str]:
     """`$$`: every setting, one per line."""
     return [C.format_setting(n, core.settings[n]) for n in sorted(core.settings)]

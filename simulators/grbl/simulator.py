@@ -30,6 +30,10 @@ Behaviour worth knowing (all as GRBL 1.1h does unless said otherwise):
 - Laser mode (`$32`, `laser_mode=True`): the beam burns during G1/G2/G3 moves with M3/M4 and S>0;
   `stats.laser_on_s`/`laser_distance_mm` count those moves in machine time (not scaled by
   time_scale; feed overrides count), `stats.laser_dwell_s` a G4 dwell with M3 on in a G1 mode.
+- The beam now: `sim.core.beam_power()` (S, 0: off). `!` holds motion only: with `$32=0` the beam
+  stays on in Hold:0 (a spindle's hold), with `$32=1` it is off. The safety door 0x84 (Door:2 while
+  decelerating, then Door:0) switches it off in either mode, supersedes a hold, cancels a jog; `~`
+  resumes. There is no door input: the door reads closed, so Door:1 never shows.
 - Time: moves take length/feed (no acceleration; arcs are cut into chords, one planner block each),
   times `time_scale` in wall-clock time (0: instant). A feed hold decelerates over rate/$120.
 - `executed`: every line answered `ok` that held a command (not blank or comment-only), as received

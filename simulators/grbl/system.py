@@ -265,8 +265,10 @@ def extended_realtime(core: FirmwareLoop, byte: int) -> None:
     elif byte in spindle:
         step = spindle[byte]
         core.spindle_ovr = 100 if step is None else min(200, max(10, core.spindle_ovr + step))
-    elif byte == 0x84 and not core.alarm and not core.check_mode:
-        core.door = True
+    elif byte == 0x84 and not core.alarm and not core.check_mode and not core.sleeping:
+        if core.jogging():
+            p.flush()  # the door cancels a jog and its queued motions
+        core.door = True  # the beam is de-energized once stopped (report.beam_power)
         p.start_hold(core.settings[120])
     elif byte == 0x85 and core.jogging():
         p.flush()

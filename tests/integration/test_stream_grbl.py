@@ -6,17 +6,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from drivers.events import AlarmRaised
+from drivers.events import AlarmRaised, JobState, JobStateChanged, LaserMode, StatusReport
 from drivers.grbl import host as grbl
+from drivers.serial_link import SerialLink
+from drivers.streamer import JobEnded, Streamer
 from simulators.grbl.simulator import GrblSimulator
 from tests.conftest import gcode_path
 from tests.integration.test_stream_helpers import (
     REPO,
+    Recorder,
     SimFactory,
     fabnode,
     json_summary,
@@ -185,3 +188,59 @@ def test_percent_program_marks_never_reach_grbl(start_sim: SimFactory, tmp_path:
     assert result.returncode == 0, result.stderr
     assert json_summary(result)["status"] == "completed"
     assert "%" not in sim.executed and sim.executed[-1] == "M5"  # type: ignore[attr-defined]
+
+
+# -- laser safety: `$32` read on connect, the lid held by GRBL's safety door ------------------------
+
+
+class DoorOnPause(grbl.GrblHost):
+    """The lid's hold through the Streamer's pause(): door_hold() (0x84) instead of the feed hold."""
+
+    def pause(self, now: float) -> None:
+        self.door_hold(now)
+
+
+def _wait_until(rec: Recorder, test: Callable[[object], bool], timeout: float = 5.0) -> object:
+    with rec.cond:
+        assert rec.cond.wait_for(lambda: any(test(e) for e in rec.events), timeout), rec.events[-5:]
+        return next(e for e in rec.events if test(e))
+
+
+@pytest.mark.timeout(30)
+def test_laser_mode_is_read_on_connect_and_a_job_started_at_once_still_completes(
+    start_sim: SimFactory,
+) -> None:
+    lines = laser_lines(200)
+    sim = start_sim(laser_mode=False)
+    protocol = grbl.GrblHost(no_answer_after_s=1.0, check_laser_mode=True)
+    ended, rec = run_job(sim.port, FAST_BAUD, protocol, lines)  # type: ignore[attr-defined]
+    assert (ended.status, ended.kind) == ("completed", ""), ended.reason
+    assert rec.of(LaserMode) == [LaserMode(False, "$32=0", 1000.0)]
+    assert sim.executed == ["$$", *wire_commands(lines, paren_comments=True)]  # type: ignore[attr-defined]
+    assert sim.stats.overflow_drops == 0 and sim.stats.errors == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(30)
+def test_lid_open_turns_the_beam_off_without_laser_mode_and_the_job_completes_after_it_closes(
+    start_sim: SimFactory,
+) -> None:
+    lines = ["G21 G90", "G1 X20 F600 M3 S800", "G1 X30", "M5"]  # 3 s of cutting at 10 mm/s
+    sim = start_sim(laser_mode=False, time_scale=1.0)
+    rec = Recorder()
+    streamer = Streamer(SerialLink(sim.port, FAST_BAUD), DoorOnPause(check_laser_mode=True), rec)  # type: ignore[attr-defined]
+    try:
+        assert streamer.wait_ready(5.0)
+        streamer.start_job(lines, name="lid")
+        _wait_until(rec, lambda e: isinstance(e, StatusReport) and e.state == "Run")
+        assert sim.core.beam_power() == 800.0  # type: ignore[attr-defined]
+        streamer.pause()  # the lid opens
+        _wait_until(rec, lambda e: isinstance(e, JobStateChanged) and e.state == JobState.PAUSED)
+        assert sim.core.report.state() == "Door:0"  # type: ignore[attr-defined]
+        assert sim.core.beam_power() == 0.0  # type: ignore[attr-defined]  # off although $32=0
+        streamer.resume()  # the lid closed
+        ended = rec.wait_for(JobEnded, 15.0)
+    finally:
+        streamer.close()
+    assert isinstance(ended, JobEnded) and (ended.status, ended.kind) == ("completed", ""), ended
+    assert sim.executed == ["$$", *lines]  # type: ignore[attr-defined]
+    assert sim.core.planner.position()[0] == pytest.approx(30.0)  # type: ignore[attr-defined]

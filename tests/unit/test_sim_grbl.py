@@ -395,3 +395,51 @@ def test_pty_dropped_connection_is_an_io_error() -> None:
                 port.read(1)  # type: ignore[attr-defined]
         assert sim.stats.connection_dropped
         port.close()  # type: ignore[attr-defined]
+
+
+# -- the beam in a feed hold and behind the safety door (0x84) ------------------------------------
+
+CUT = b"G1 X100 F600 M3 S800\n"  # 10 s of cutting at 10 mm/s, beam at S800
+DECEL_S = 10.0 / 500.0  # 10 mm/s at $120=500 mm/s^2
+
+
+@pytest.mark.parametrize(("laser_mode", "beam_held"), [(True, 0.0), (False, 800.0)])
+def test_a_feed_hold_leaves_the_beam_on_without_laser_mode(laser_mode: bool, beam_held: float) -> None:
+    model = core(time_scale=1.0, laser_mode=laser_mode)
+    model.feed(CUT, 0.0)
+    assert status(model, 1.0)["state"] == "Run" and model.beam_power() == 800.0
+    model.feed(b"!", 1.0)
+    assert status(model, 1.0 + DECEL_S + 0.001)["state"] == "Hold:0"
+    assert model.beam_power() == beam_held  # $32=0: a spindle's hold, the beam burns in place
+
+
+@pytest.mark.parametrize("laser_mode", [True, False])
+def test_the_safety_door_turns_the_beam_off_in_either_mode_and_resumes(laser_mode: bool) -> None:
+    model = core(time_scale=1.0, laser_mode=laser_mode)
+    model.feed(CUT, 0.0)
+    model.feed(b"\x84", 1.0)
+    assert status(model, 1.0)["state"] == "Door:2"  # decelerating
+    held = status(model, 1.0 + DECEL_S + 0.001)
+    assert held["state"] == "Door:0" and model.beam_power() == 0.0
+    assert status(model, 5.0)["pos"] == held["pos"]  # stands still, beam off
+    model.feed(b"!", 5.0)  # a feed hold does not undo the door
+    assert status(model, 5.0)["state"] == "Door:0" and model.beam_power() == 0.0
+    model.feed(b"~", 5.0)  # the lid closed: cycle start
+    assert status(model, 6.0)["state"] == "Run" and model.beam_power() == 800.0
+    done = status(model, 20.0)
+    assert done["state"] == "Idle" and done["pos"].startswith("100.000,")
+
+
+def test_the_safety_door_during_a_hold_supersedes_it_and_cancels_a_jog() -> None:
+    model = core(time_scale=1.0, laser_mode=False)
+    model.feed(CUT, 0.0)
+    model.feed(b"!", 1.0)
+    assert status(model, 2.0)["state"] == "Hold:0" and model.beam_power() == 800.0
+    model.feed(b"\x84", 2.0)
+    assert status(model, 2.0)["state"] == "Door:0" and model.beam_power() == 0.0
+    jog = core(time_scale=1.0)
+    jog.feed(b"$J=X50 F600\n", 0.0)
+    jog.feed(b"\x84", 1.0)
+    assert status(jog, 1.0)["state"] == "Door:0"  # the jog and its queue are dropped
+    jog.feed(b"~", 1.0)
+    assert status(jog, 1.0)["state"] == "Idle"
