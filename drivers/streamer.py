@@ -154,8 +154,13 @@ class Streamer:
         """Stop sending job lines (the protocol decides how the firmware is held)."""
         self._post("pause", None)
 
+    def door_hold(self) -> None:
+        """Hold for an open lid or door: the firmware's safety-door hold where it has one (GRBL's turns
+        the beam off whatever its laser mode), else pause()."""
+        self._post("door", None)
+
     def resume(self) -> None:
-        """Carry on after pause()."""
+        """Carry on after pause() or door_hold()."""
         self._post("resume", None)
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -297,6 +302,9 @@ class Streamer:
             return  # nothing can reach the firmware any more
         elif what == "pause":
             self._protocol.pause(now)
+        elif what == "door":
+            door_hold = getattr(self._protocol, "door_hold", None)  # GRBL's safety door; Marlin has none
+            (door_hold or self._protocol.pause)(now)
         elif what == "resume":
             self._protocol.resume(now)
         elif what == "cancel":

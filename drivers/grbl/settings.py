@@ -48,3 +48,15 @@ def _power(raw: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and value > 0 else None
+
+
+def laser_mode_written(command: str) -> LaserMode | None:
+    """A `$32=<n>` command GRBL accepted, as the laser mode it set; None for any other command.
+
+    A technician who sets `$32=1` through the node causes no new greeting (GRBL does not reset), so the
+    host learns the new mode from the accepted write itself.
+    """
+    setting = parse_setting(command.strip().replace(" ", ""))
+    if setting is None or setting[0] != 32:
+        return None
+    return LaserMode(setting[1] == "1", f"$32={setting[1]}")

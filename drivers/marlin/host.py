@@ -18,7 +18,9 @@ from collections import deque
 from collections.abc import Sequence
 
 from drivers.events import (
+    FAILURE_HALTED,
     FAILURE_NO_ANSWER,
+    FAILURE_THERMAL,
     CommandReply,
     Event,
     FirmwareBusy,
@@ -427,8 +429,9 @@ class MarlinHost:
         self._lose_flight(line)
         if self._state in ACTIVE_STATES:
             self._fail(*faults.job_failure(kind, line))
-        elif kind != wire.START:
-            self._events.append(FirmwareMessage(line))
+        elif kind != wire.START:  # no job: the node still learns the firmware stopped, classified here
+            fault = {wire.HALTED: FAILURE_HALTED, wire.THERMAL: FAILURE_THERMAL}.get(kind)
+            self._events.append(FirmwareMessage(line, fault=fault))
 
     # -- timers and endings ---------------------------------------------------------------------
 

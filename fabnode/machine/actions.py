@@ -44,9 +44,11 @@ class StartJob:
 
 @dataclass(frozen=True, slots=True)
 class PauseJob:
-    """Pause the streaming job (laser: feed hold)."""
+    """Pause the streaming job (laser: feed hold); `door`: the laser's lid opened, so the firmware's
+    safety-door hold, which turns the beam off whatever its laser mode ($32) says."""
 
     reason: str
+    door: bool = False
 
 
 @dataclass(frozen=True, slots=True)

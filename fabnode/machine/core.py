@@ -195,11 +195,11 @@ class Core:
         self._go(FAULT)
         return [*actions, RecordFault(kind, detail), Buzz("fault")]
 
-    def _pause(self, now: float, reason: str) -> list[Action]:
+    def _pause(self, now: float, reason: str, door: bool = False) -> list[Action]:
         self._job = replace(self._need_job(), status=JobStatus.PAUSED, pause_reason=reason)
         self._paused_since = now
         self._go(PAUSED)
-        return [PauseJob(reason)]
+        return [PauseJob(reason, door)]
 
     def _resume(self) -> list[Action]:
         self._job = replace(self._need_job(), status=JobStatus.RUNNING, pause_reason=None)

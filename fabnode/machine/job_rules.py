@@ -93,7 +93,7 @@ class JobRules(Core):
         if self.settings.kind != LASER or job.status == JobStatus.CANCELLING:
             return [RecordEvent("lid_opened", f"opened during job {job.id}")]
         detail = f"lid opened during job {job.id}: job paused until resumed"
-        return [*self._pause(e.now, "lid open"), RecordFault("lid_open", detail), Buzz("fault")]
+        return [*self._pause(e.now, "lid open", door=True), RecordFault("lid_open", detail), Buzz("fault")]
 
     def _lid_while_paused(self, e: LidOpened | LidClosed) -> list[Action]:
         """Logged; the job stays paused: it resumes only by a deliberate action, never on the lid closing."""

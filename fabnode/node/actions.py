@@ -136,7 +136,7 @@ class ActionRunner:
 
     def _pause(self, a: PauseJob, now: float) -> None:
         if self.d.streamer is not None:
-            self.d.streamer.pause()
+            (self.d.streamer.door_hold if a.door else self.d.streamer.pause)()
         self.jobs.paused(now)
 
     def _resume(self, a: ResumeJob, now: float) -> None:

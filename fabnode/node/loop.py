@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers import events as fw
-from drivers.marlin import wire as marlin_wire
+from drivers.grbl.settings import laser_mode_written
 from drivers.serial_link import PortLost, SerialLink
 from drivers.streamer import LinkLost, Progress, StreamEnded, Streamer
 from fabnode.config.settings import Config
@@ -82,15 +82,6 @@ SWITCH_INTERVAL_S = 0.001
 TELEMETRY_RESTART_EVERY_S = 60.0
 T = TypeVar("T")
 __all__ = ["Daemon", "controller_settings"]  # controller_settings lives in fabnode.node.reload
-
-
-def _fault_of(message: fw.FirmwareMessage) -> str | None:
-    """The firmware stopping, as the protocol classified the line (FAILURE_HALTED / FAILURE_THERMAL)."""
-    if message.fault is not None:
-        return message.fault
-    # Until drivers.marlin.host sets `fault` on the line it classified, ask its classifier (never the text).
-    kind = marlin_wire.classify(message.text)
-    return kind if kind in (marlin_wire.HALTED, marlin_wire.THERMAL) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +147,8 @@ class Daemon:
         # Set once the board greeted (or GREETING_WAIT_S passed): a board resets when its port opens and
         # a job sent before its `start` is lost in that reset, so job requests wait for this (any thread).
         self.firmware_settled = threading.Event()
+        # What the laser's firmware said of its laser mode ($32) when it was not on; None: on, or not asked.
+        self.laser_mode_off: str | None = None
         self._storage_told: str | None = None  # the storage problem the controller last heard of
         self._watchdog_at = 0.0
         self.server: ControlServer | None = None
@@ -213,10 +206,12 @@ class Daemon:
         if isinstance(event, fw.LineAcked):
             self._acked = (event.acked_lines, event.line_no)
             return
-        if isinstance(event, fw.FirmwareMessage) and _fault_of(event) is None:
+        if isinstance(event, fw.FirmwareMessage) and event.fault is None:
             return
         if isinstance(event, fw.CommandReply):  # a manual command's answer: a calibration may wait on it
             self.calibration.on_reply(event)
+            if event.ok and (mode := laser_mode_written(event.command)) is not None:
+                self._queue.put(_Item("firmware", mode))  # a technician set $32: no greeting will say so
             return
         if isinstance(event, fw.FirmwareBusy | fw.ResendRequested | fw.StatusReport):
             return
@@ -390,7 +385,7 @@ class Daemon:
             self.parts.port = serial.port
         self.parts.baud = serial.baud
         config = self.config
-        self.parts.make_protocol = lambda: make_protocol(config)
+        self.parts.make_protocol = lambda: make_protocol(config, check_laser_mode=True)
         self._connect(now)
 
     def reopen_after_job(self, now: float) -> None:
@@ -416,8 +411,13 @@ class Daemon:
                 self.feed(hotend)
         elif isinstance(event, fw.FirmwareReady):
             self._greeted(event)
+        elif isinstance(event, fw.LaserMode):
+            self.laser_mode_off = None if event.enabled else event.setting
+            if not event.enabled:
+                log.warning("GRBL laser mode is off (%s): jobs are refused until a technician sets $32=1",
+                            shown(event.setting))
         elif isinstance(event, fw.FirmwareMessage):
-            kind = _fault_of(event)
+            kind = event.fault  # classified by the protocol: the loop reads no firmware text
             if kind is not None and (self.streamer is None or not self.streamer.job_active):
                 self.feed(FirmwareFault(now, kind, event.text))
         elif isinstance(event, LinkLost):

@@ -172,6 +172,9 @@ class RequestHandler:
         if not d.firmware_settled.is_set():  # lines sent now would be lost in the board's reset
             return (f"the firmware on {self.parts.port} is still starting up (it resets when its port "
                     "opens): the job was not started, try again")
+        if d.laser_mode_off is not None:  # with $32=0 a feed hold leaves the beam on
+            return (f"GRBL laser mode is off ({d.laser_mode_off}): a technician sets $32=1 before jobs run "
+                    "(fabnode console: $32=1)")
         return None
 
     @staticmethod

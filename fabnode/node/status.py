@@ -56,6 +56,7 @@ class StatusView:
             "last_job": self.actions.last_job,
             "temperatures": d.temperatures,
             "inputs": {"estop": c.estop_pressed, "lid": c.lid_open},
+            "laser_mode_off": d.laser_mode_off,  # GRBL's $32 as it said it when off (jobs are refused)
             "inbox": self._inbox(),
             "port": self.health.port_snapshot(now),
             "reader": self.health.reader_snapshot(now),

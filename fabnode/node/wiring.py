@@ -71,18 +71,20 @@ def build_parts(config: Config, state_dir: Path, sim_speed: float = 50.0) -> Par
     except BaseException:
         io.close()
         raise
-    parts = Parts(io, reader, port, config.serial.baud, lambda: make_protocol(config), sim_gpio, sim_reader,
+    parts = Parts(io, reader, port, config.serial.baud, lambda: make_protocol(config, check_laser_mode=True),
+                  sim_gpio, sim_reader,
                   simulator, record)  # fmt: skip
     if simulator is not None:
         parts.closers.append(simulator.stop)
     return parts
 
 
-def make_protocol(config: Config) -> HostProtocol:
-    """The host protocol for the machine's firmware, with the config's limits."""
+def make_protocol(config: Config, check_laser_mode: bool = False) -> HostProtocol:
+    """The host protocol for the machine's firmware, with the config's limits; `check_laser_mode`: GRBL
+    reports its $32 after every greeting (the daemon refuses jobs while it is off)."""
     if config.machine.firmware == GRBL:
         return GrblHost(rx_buffer_bytes=config.serial.rx_window, no_answer_after_s=config.serial.no_answer_s,
-                        no_progress_s=config.serial.no_progress_s)
+                        no_progress_s=config.serial.no_progress_s, check_laser_mode=check_laser_mode)
     return MarlinHost(
         rx_window_bytes=config.serial.rx_window,
         use_advanced_ok=config.serial.advanced_ok,

@@ -81,8 +81,8 @@ def _rss_mib(field: str = "VmRSS") -> float:
 class SimNode:
     """A daemon in this process, every part simulated, with a member and a technician."""
 
-    def __init__(self, folder: Path, max_job_mb: int | None = None) -> None:
-        config = simulated_config(None, "marlin", folder)
+    def __init__(self, folder: Path, max_job_mb: int | None = None, firmware: str = "marlin") -> None:
+        config = simulated_config(None, firmware, folder)
         limit = max_job_mb or max(SIZE_MB + 10, config.max_job_mb)
         self.config = dataclasses.replace(config, max_job_mb=limit)
         self.parts = build_parts(self.config, folder, sim_speed=1000)

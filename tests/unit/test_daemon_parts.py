@@ -177,12 +177,17 @@ def test_controller_settings_come_from_the_config() -> None:
     assert settings.kind == "laser" and settings.idle_timeout_s == 600.0 and settings.fume_runon_s == 120.0
 
 
-def test_the_loop_takes_firmware_faults_as_the_drivers_classified_them() -> None:
+def test_firmware_faults_reach_the_loop_classified_by_the_driver() -> None:
     from drivers.events import FAILURE_HALTED, FAILURE_THERMAL, FirmwareMessage
-    from fabnode.node.loop import _fault_of
+    from drivers.marlin.host import MarlinHost
 
-    assert _fault_of(FirmwareMessage("a line it classified", fault=FAILURE_THERMAL)) == FAILURE_THERMAL
-    assert _fault_of(FirmwareMessage("Error:Printer halted. kill() called!")) == FAILURE_HALTED
-    assert _fault_of(FirmwareMessage("Error:MAXTEMP triggered, system stopped!")) == FAILURE_THERMAL
-    assert _fault_of(FirmwareMessage("echo:Unknown command: \"M999 halted-ish\"")) is None
-    assert _fault_of(FirmwareMessage("echo:busy: processing")) is None
+    def idle_says(line: str) -> list[str | None]:  # no job: what the loop gets for one firmware line
+        host = MarlinHost(temperature_interval_s=0)
+        return [e.fault for e in host.receive(line.encode() + b"\n", 1.0) if isinstance(e, FirmwareMessage)]
+
+    assert idle_says("Error:Printer halted. kill() called!") == [FAILURE_HALTED]
+    assert idle_says("Error:MAXTEMP triggered, system stopped!") == [FAILURE_THERMAL]
+    assert idle_says('echo:Unknown command: "M999 halted-ish"') in ([], [None])
+    assert idle_says("echo:busy: processing") in ([], [None])
+
+
