@@ -174,38 +174,69 @@ class ReaderState(Protocol):
     def reader_detail(self) -> str: ...
 
 
-class Loop(Protocol):
-    """Run code in the controller thread (from a socket thread) and the config in force."""
+class HasConfig(Protocol):
+    """The config in force."""
 
     @property
     def config(self) -> Config: ...
+
+
+class HasController(Protocol):
+    """The controller, whose actions and replies are the answer to every event."""
 
     @property
     def controller(self) -> Controller: ...
 
-    def call(self, fn: Callable[[float], T], timeout: float = 10.0) -> T: ...
 
-
-class Link(Protocol):
-    """The loop's live firmware link (replaced when the port is reopened), its port and the config."""
+class HasJobs(Protocol):
+    """The job book: the running job's row, preflight and progress."""
 
     @property
-    def config(self) -> Config: ...
+    def jobs(self) -> JobBook: ...
+
+
+class HasInbox(Protocol):
+    """The inbox folder, when the config names one."""
 
     @property
-    def parts(self) -> Port: ...
+    def inbox(self) -> Inbox | None: ...
+
+
+class HasStreamer(Protocol):
+    """The live firmware link (replaced when the port is reopened)."""
 
     @property
     def streamer(self) -> FirmwareLink | None: ...
 
 
-class Firmware(Link, Loop, Protocol):
-    """What a firmware desk (fabnode.node.calibrate) needs: the link, the controller thread, the job book."""
+class HasTelemetry(Protocol):
+    """The telemetry publisher, when a broker is configured."""
 
     @property
-    def jobs(self) -> JobBook: ...
+    def telemetry(self) -> Publisher | None: ...
+
+
+class Feeds(Protocol):
+    """Feed one event to the controller (controller thread) and carry out its actions."""
 
     def feed(self, event: Event) -> Outcome: ...
+
+
+class Loop(HasConfig, HasController, Protocol):
+    """Run code in the controller thread (from a socket thread) and the config in force."""
+
+    def call(self, fn: Callable[[float], T], timeout: float = 10.0) -> T: ...
+
+
+class Link(HasConfig, HasStreamer, Protocol):
+    """The loop's live firmware link, its port and the config."""
+
+    @property
+    def parts(self) -> Port: ...
+
+
+class Firmware(Link, Loop, HasJobs, Feeds, Protocol):
+    """What a firmware desk (fabnode.node.calibrate) needs: the link, the controller thread, the job book."""
 
     def wait_settled(self) -> bool: ...
 
@@ -222,19 +253,8 @@ class Records(Protocol):
     def wall(self) -> datetime: ...
 
 
-class TapHost(Records, Protocol):
+class TapHost(Records, HasConfig, HasController, HasInbox, Feeds, Protocol):
     """What fabnode.node.taps needs of the loop."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def controller(self) -> Controller: ...
-
-    @property
-    def inbox(self) -> Inbox | None: ...
-
-    def feed(self, event: Event) -> Outcome: ...
 
     def report_storage(self, now: float) -> None: ...
 
@@ -243,26 +263,11 @@ class Wired(HasIO, Port, Protocol):
     """The GPIO and the firmware's port (fabnode.node.wiring.Parts)."""
 
 
-class ActionHost(Records, Protocol):
+class ActionHost(Records, HasConfig, HasJobs, HasStreamer, HasInbox, HasTelemetry, Protocol):
     """What the action runner (fabnode.node.actions) needs of the loop beside the GPIO."""
 
     @property
-    def config(self) -> Config: ...
-
-    @property
     def parts(self) -> Wired: ...
-
-    @property
-    def jobs(self) -> JobBook: ...
-
-    @property
-    def streamer(self) -> FirmwareLink | None: ...
-
-    @property
-    def inbox(self) -> Inbox | None: ...
-
-    @property
-    def telemetry(self) -> Publisher | None: ...
 
     @property
     def notifier(self) -> Notifier: ...
@@ -276,7 +281,7 @@ class ActionHost(Records, Protocol):
     def reopen_after_job(self, now: float) -> None: ...
 
 
-class TechnicianHost(Loop, Protocol):
+class TechnicianHost(Loop, Feeds, Protocol):
     """What the technician's wiring checks (fabnode.node.technician) need of the loop."""
 
     @property
@@ -285,29 +290,18 @@ class TechnicianHost(Loop, Protocol):
     @property
     def health(self) -> ReaderState: ...
 
-    def feed(self, event: Event) -> Outcome: ...
 
-
-class ReloadHost(Protocol):
+class ReloadHost(HasController, HasJobs, HasStreamer, Protocol):
     """What a config reload (fabnode.node.reload) changes in the loop."""
 
     config: Config
     inbox: Inbox | None
 
     @property
-    def controller(self) -> Controller: ...
-
-    @property
     def storage(self) -> StorageGuard: ...
 
     @property
-    def jobs(self) -> JobBook: ...
-
-    @property
     def parts(self) -> Port: ...
-
-    @property
-    def streamer(self) -> FirmwareLink | None: ...
 
     def restart_telemetry(self) -> None: ...
 
@@ -327,58 +321,8 @@ class SimParts(Port, Protocol):
     def simulator(self) -> SimFirmware | None: ...
 
 
-class RequestHost(Records, Protocol):
-    """What the control socket's request desk (fabnode.node.requests) needs of the loop."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def controller(self) -> Controller: ...
-
-    @property
-    def parts(self) -> SimParts: ...
-
-    @property
-    def streamer(self) -> FirmwareLink | None: ...
-
-    @property
-    def telemetry(self) -> Publisher | None: ...
-
-    @property
-    def inbox(self) -> Inbox | None: ...
-
-    @property
-    def jobs(self) -> JobBook: ...
-
-    @property
-    def health(self) -> ReaderState: ...
-
-    @property
-    def firmware_settled(self) -> threading.Event: ...
-
-    @property
-    def laser_mode_off(self) -> str | None: ...
-
-    def call(self, fn: Callable[[float], T], timeout: float = 10.0) -> T: ...
-
-    def feed(self, event: Event) -> Outcome: ...
-
-    def wait_settled(self) -> bool: ...
-
-    def tap_and_wait(self, tap: Callable[[], None], timeout: float = 5.0) -> JsonObject: ...
-
-    def report_storage(self, now: float) -> None: ...
-
-
-class StatusHost(Protocol):
-    """What `fabnode status` (fabnode.node.status) reads of the loop."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def controller(self) -> Controller: ...
+class Observed(HasConfig, HasController, HasJobs, HasInbox, Protocol):
+    """What both the request desk and the status view read: the simulated parts, the storage, the laser."""
 
     @property
     def parts(self) -> SimParts: ...
@@ -387,16 +331,30 @@ class StatusHost(Protocol):
     def storage(self) -> StorageGuard: ...
 
     @property
-    def jobs(self) -> JobBook: ...
+    def laser_mode_off(self) -> str | None: ...
+
+
+class RequestHost(Observed, Records, Loop, HasStreamer, HasTelemetry, Feeds, Protocol):
+    """What the control socket's request desk (fabnode.node.requests) needs of the loop."""
 
     @property
-    def inbox(self) -> Inbox | None: ...
+    def health(self) -> ReaderState: ...
+
+    @property
+    def firmware_settled(self) -> threading.Event: ...
+
+    def wait_settled(self) -> bool: ...
+
+    def tap_and_wait(self, tap: Callable[[], None], timeout: float = 5.0) -> JsonObject: ...
+
+    def report_storage(self, now: float) -> None: ...
+
+
+class StatusHost(Observed, Protocol):
+    """What `fabnode status` (fabnode.node.status) reads of the loop."""
 
     @property
     def temperatures(self) -> dict[str, dict[str, float | None]]: ...
-
-    @property
-    def laser_mode_off(self) -> str | None: ...
 
     @property
     def started_at(self) -> float: ...
