@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
-from fabnode.machine.profile import HEATERS_OFF
-from fabnode.machine.types import (
+from fabnode.machine.actions import (
     AbortJob,
     Action,
     Buzz,
@@ -25,9 +24,6 @@ from fabnode.machine.types import (
     CheckInboxFile,
     CloseSession,
     HeatersOff,
-    JobEnded,
-    JobStatus,
-    LockRequested,
     OpenSession,
     PauseJob,
     PublishState,
@@ -38,11 +34,13 @@ from fabnode.machine.types import (
     RejectInboxFile,
     Reply,
     ResumeJob,
-    Session,
     SetLeds,
     StartJob,
     SwitchRelay,
 )
+from fabnode.machine.events import JobEnded, LockRequested
+from fabnode.machine.profile import HEATERS_OFF
+from fabnode.machine.state import JobStatus, Session
 from fabnode.node.jobs import Preflight
 from fabnode.node.logsafe import shown
 from fabnode.node.ports import ActionHost, Outcome

@@ -42,15 +42,8 @@ from drivers.serial_link import PortLost, SerialLink
 from drivers.streamer import LinkLost, Progress, StreamEnded, Streamer
 from fabnode.config.settings import Config
 from fabnode.machine.controller import Controller
+from fabnode.machine.events import Event, FirmwareFault, JobEnded, JobPaused, StorageChanged, Tick
 from fabnode.machine.profile import HEATERS_OFF, MARLIN
-from fabnode.machine.types import (
-    Event,
-    FirmwareFault,
-    JobEnded,
-    JobPaused,
-    StorageChanged,
-    Tick,
-)
 from fabnode.node import lifecycle, reports
 from fabnode.node.actions import ActionRunner
 from fabnode.node.bookkeeping import Bookkeeper

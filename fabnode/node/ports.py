@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from fabnode.config.settings import Config
+from fabnode.machine.actions import RecordAccess, Reply
 from fabnode.machine.controller import Controller
-from fabnode.machine.types import Event, RecordAccess, Reply
+from fabnode.machine.events import Event
 from fabnode.node.inbox import Inbox
 from fabnode.node.jobs import JobBook
 from fabnode.node.sdnotify import Notifier

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 
 from fabnode.config.settings import Config, ConfigError
-from fabnode.machine.types import ControllerSettings
+from fabnode.machine.state import ControllerSettings
 from fabnode.node.inbox import Inbox
 from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject, ReloadHost

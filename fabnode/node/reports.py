@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from drivers import events as fw
-from fabnode.machine.types import (
+from fabnode.machine.events import (
     ActivitySeen,
     EStopPressed,
     EStopReleased,

@@ -27,14 +27,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fabnode.machine.types import (
+from fabnode.machine.actions import Reply
+from fabnode.machine.events import (
     BadgeTapped,
     CancelRequested,
     InboxChecked,
     JobRequested,
     LockRequested,
     PauseRequested,
-    Reply,
     ResumeRequested,
 )
 from fabnode.node.logsafe import shown

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from fabnode.machine.types import BadgeTapped, MemberRef, Role
+from fabnode.machine.events import BadgeTapped
+from fabnode.machine.state import MemberRef, Role
 from fabnode.node.ports import JsonObject, TapHost
 from fabnode.records import members as access
 

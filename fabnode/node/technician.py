@@ -18,9 +18,9 @@ import math
 import threading
 from dataclasses import dataclass, field
 
+from fabnode.machine.actions import SetLeds
 from fabnode.machine.desk_rules import WIRING_CHECK_HOLD_S
 from fabnode.machine.events import WiringCheckRequested
-from fabnode.machine.types import SetLeds
 from fabnode.node.ports import JsonObject, TechnicianHost
 
 log = logging.getLogger("fabnode.daemon")

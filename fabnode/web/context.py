@@ -7,8 +7,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from fabnode.web.desk import NodeDesk
 from fabnode.config.web import WebSettings
+from fabnode.web.desk import NodeDesk
 
 T = TypeVar("T")
 

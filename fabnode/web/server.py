@@ -23,11 +23,11 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
+from fabnode.config.web import WebSettings
 from fabnode.web.announce import Announcer
 from fabnode.web.context import WebContext
 from fabnode.web.desk import NodeDesk
 from fabnode.web.octoprint import OCTOPRINT_VERSION, NotFoundHandler, routes
-from fabnode.config.web import WebSettings
 from fabnode.web.uploads import remove_leftovers
 
 log = logging.getLogger("fabnode.web")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fabnode.machine.profile import PRINTER
-from fabnode.machine.types import ControllerSettings
+from fabnode.machine.state import ControllerSettings
 
 TEST_DEFAULTS: dict[str, Any] = {
     "kind": PRINTER, "idle_timeout_s": 900.0, "idle_warning_s": 60.0, "cooldown_max_s": 600.0,

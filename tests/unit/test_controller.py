@@ -7,32 +7,15 @@ from typing import Any
 
 import pytest
 
-from fabnode.machine.controller import TRANSITIONS, Controller, UnknownTransition
-from fabnode.machine.types import (
+from fabnode.machine.actions import (
     AbortJob,
     Action,
-    ActivitySeen,
-    BadgeTapped,
     Buzz,
     CancelJob,
-    CancelRequested,
     CloseSession,
-    EStopPressed,
-    EStopReleased,
-    FirmwareFault,
     HeatersOff,
-    JobEnded,
-    JobPaused,
-    JobRequested,
-    JobResumed,
-    JobStatus,
-    LidClosed,
-    LidOpened,
-    LockRequested,
-    MemberRef,
     OpenSession,
     PauseJob,
-    PauseRequested,
     PublishState,
     RecordAccess,
     RecordEvent,
@@ -40,14 +23,31 @@ from fabnode.machine.types import (
     RecordJobEnded,
     Reply,
     ResumeJob,
-    ResumeRequested,
     SetLeds,
     StartJob,
-    State,
     SwitchRelay,
+)
+from fabnode.machine.controller import TRANSITIONS, Controller, UnknownTransition
+from fabnode.machine.events import (
+    ActivitySeen,
+    BadgeTapped,
+    CancelRequested,
+    EStopPressed,
+    EStopReleased,
+    FirmwareFault,
+    JobEnded,
+    JobPaused,
+    JobRequested,
+    JobResumed,
+    LidClosed,
+    LidOpened,
+    LockRequested,
+    PauseRequested,
+    ResumeRequested,
     TemperatureReported,
     Tick,
 )
+from fabnode.machine.state import JobStatus, MemberRef, State
 from tests.unit.controller_settings import settings_for_tests
 
 ALICE = MemberRef(1, "member", "Alice")

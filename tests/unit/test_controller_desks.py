@@ -8,25 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.machine.types import (
-    BadgeTapped,
+from fabnode.machine.actions import (
     Buzz,
-    CalibrationRequested,
     CheckInboxFile,
-    EStopPressed,
-    InboxChecked,
-    JobRequested,
     RecordAccess,
     RejectInboxFile,
     Reply,
     SetLeds,
     StartJob,
-    State,
-    StorageChanged,
     SwitchRelay,
+)
+from fabnode.machine.events import (
+    BadgeTapped,
+    CalibrationRequested,
+    EStopPressed,
+    InboxChecked,
+    JobRequested,
+    StorageChanged,
     Tick,
     WiringCheckRequested,
 )
+from fabnode.machine.state import State
 from tests.unit.test_controller import ALICE, BOB, RED_BLINK, TECH, Rig, of, running
 
 FULL = "disk full: 3.0 MB free in /var/lib/fabnode, 50 MB needed to keep records"

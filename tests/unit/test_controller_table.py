@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fabnode.machine.actions import PublishState, Reply, SetLeds, SwitchRelay
 from fabnode.machine.controller import (
     TRANSITIONS,
     Controller,
@@ -19,7 +20,7 @@ from fabnode.machine.controller import (
     describe_transitions,
     mermaid,
 )
-from fabnode.machine.types import (
+from fabnode.machine.events import (
     EVENT_TYPES,
     ActivitySeen,
     BadgeTapped,
@@ -36,19 +37,14 @@ from fabnode.machine.types import (
     LidClosed,
     LidOpened,
     LockRequested,
-    MemberRef,
     PauseRequested,
-    PublishState,
-    Reply,
     ResumeRequested,
-    SetLeds,
-    State,
     StorageChanged,
-    SwitchRelay,
     TemperatureReported,
     Tick,
     WiringCheckRequested,
 )
+from fabnode.machine.state import MemberRef, State
 from tests.unit.controller_settings import settings_for_tests
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from fabnode.machine.actions import Reply, SwitchRelay
 from fabnode.machine.controller import Controller
-from fabnode.machine.types import Reply, SwitchRelay, TemperatureReported, Tick
+from fabnode.machine.events import TemperatureReported, Tick
 from fabnode.node.ports import Outcome
 from fabnode.node.technician import TECHNICIAN_HOLD_S, TechnicianDesk
 from fabnode.technician.calibrate import member_job_refusal
