@@ -507,7 +507,7 @@ def test_a_firmware_fault_outside_a_job_faults():
 def test_laser_lid_opened_during_a_job_pauses_it_and_only_a_deliberate_action_resumes_it():
     rig = running(Rig(kind="laser"))
     actions = rig.later(30).send(LidOpened)
-    assert actions[0] == PauseJob("lid open")
+    assert actions[0] == PauseJob("lid open", door=True)
     assert of(actions, RecordFault)[0].kind == "lid_open"
     assert rig.c.state is State.PAUSED and rig.c.relay_on, "the fume extraction keeps running"
 
@@ -536,7 +536,7 @@ def test_laser_resumed_on_the_machine_with_the_lid_open_is_paused_again():
     rig = running(Rig(kind="laser"))
     rig.send(LidOpened)
     actions = rig.send(JobResumed, "job-1")
-    assert actions[0] == PauseJob("lid open") and rig.c.state is State.PAUSED
+    assert actions[0] == PauseJob("lid open", door=True) and rig.c.state is State.PAUSED
 
 
 def test_laser_refuses_to_start_a_job_with_the_lid_open_but_a_printer_does_not_care():
