@@ -83,7 +83,7 @@ class JobRules(Core):
             return []
         if self._lid_blocks():
             detail = "job resumed with the lid open: paused again"
-            return [PauseJob("lid open"), RecordFault("lid_open", detail)]
+            return [PauseJob("lid open", door=True), RecordFault("lid_open", detail)]
         self._resume()  # the firmware runs already: no ResumeJob to send
         return [RecordEvent("job_resumed", "resumed on the machine")]
 
