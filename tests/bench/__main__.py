@@ -9,7 +9,9 @@ import importlib
 import sys
 
 # Each module has run() -> list[tuple[str, str, str]]: (benchmark, figure, reference/ratio).
-MODULES: list[str] = ["streaming", "analysis", "node", "node_prepare", "telemetry", "region", "node_job", "cli"]
+MODULES: list[str] = [
+    "streaming", "analysis", "node", "node_prepare", "telemetry", "region", "node_job", "cli",
+]
 
 
 def main() -> int:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from fabnode.config.web import WebSettings
 from fabnode.web.desk import Owner
 from fabnode.web.fake_desk import FakeDesk
 from fabnode.web.server import WebServer
-from fabnode.config.web import WebSettings
 
 ADA_KEY = "ada-key-0123456789abcdef"
 GRACE_KEY = "grace-key-0123456789abcdef"
