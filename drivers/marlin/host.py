@@ -2,10 +2,8 @@
 
 A job starts with `N0 M110 N0*cs`; job lines follow once Marlin acknowledged it, as
 `N<n> <cmd>*<xor>` with n = 1, 2, ... The sum of bytes of unacknowledged lines stays within the
-RX window (plus, with ADVANCED_OK, the lines Marlin says sit in its command queue). Marlin checks
-the line number before the checksum; after one bad line it refuses every later one, each with its
-own `Resend:` and `ok`: the first request is answered by sending again from n, the stale copies
-and the `ok`s of refused lines are ignored.
+RX window (plus, with ADVANCED_OK, the lines Marlin says sit in its command queue). A refused line
+is answered `Resend: n` and `ok` (drivers.marlin.resend says which to answer; that `ok` is ignored).
 
 Why a lost `ok` never stalls a job: after poke_after_s without an `ok` or `busy:`, the host sends
 M105 (numbered when it can be, so Marlin takes it only once every earlier line is in); its answer,
@@ -250,6 +248,7 @@ class MarlinHost:
         if not len(self._flight):  # the wait for an answer starts now, not at the last old answer
             self._progress_at = self._life_at = now
         self._flight.push(entry)
+        self._resends.transmitted(entry.n)
 
     # -- received lines -------------------------------------------------------------------------
 
@@ -259,6 +258,7 @@ class MarlinHost:
         temps_due, self._ok_before_temps = self._ok_before_temps, False
         kind = wire.classify(line)
         if kind == wire.OK:
+            self._resends.ok_came(after_resend=swallow == "refused")
             self._on_ok(line, now, swallow)
         elif kind == wire.TEMPS and temps_due:
             self._on_ok(f"ok {line}", now, "")  # firmware that says `ok` first, then the M105's `T:`
@@ -370,7 +370,7 @@ class MarlinHost:
         if stream.acked_n >= 0 and 0 < asked <= len(stream.frames):
             # Marlin took every line below the one it asks for: they left its RX buffer.
             self._flight.taken_n = max(self._flight.taken_n, asked - 1)
-        n = self._resends.decide(asked, stream)
+        n = self._resends.decide(asked, stream, wire.refused_line(reason))
         if n is None:
             return  # a stale copy of a request already answered, or not a line of ours
         if self._resends.repeats > self._max_repeats and self._state in ACTIVE_STATES:
@@ -438,8 +438,7 @@ class MarlinHost:
     def _poke_due(self) -> float:
         due = self._progress_at + self._poke_after
         if self._flight.m105_count and self._poked_at is not None:
-            # An earlier M105 is unanswered: Marlin may be stuck in a long command (each poke takes
-            # RX room), or that M105's answer was lost; ask again, but less often.
+            # An M105 is unanswered (Marlin stuck in a long command, or its answer lost): ask less often.
             due = max(due, self._poked_at + 3 * self._poke_after)
         return due
 
@@ -452,14 +451,12 @@ class MarlinHost:
         if not stream.live:
             self._urgent.append((b"M105\n", m105))
         elif stream.acked_n < 0:
-            # M110 N0 was lost (a board still booting drops bytes): send it again. It is harmless
-            # twice, while no job line has gone yet; an M105's answer would not prove it ran.
+            # M110 N0 was lost (a booting board drops bytes): again, harmless before any job line.
             self._flight.drop_numbered_from(0)
             stream.next_n = 0
         elif stream.resending and stream.frame_tx[stream.next_n] >= 0:
-            # A resend is under way and the window is full of unanswered lines: lines sent since
-            # Marlin's last request may have been refused unheard, send them again (it refuses any
-            # it already has, and says where it is). Lines below that request it has taken.
+            # A resend is under way, the window full of unanswered lines: those sent since Marlin's
+            # last request may have been refused unheard, send them again (it refuses any it has).
             cut = max(self._resends.answered, stream.acked_n + 1)
             self._flight.drop_numbered_from(cut)
             stream.next_n = min(stream.next_n, cut)

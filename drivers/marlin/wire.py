@@ -43,7 +43,10 @@ _LINE_ERRORS = (
     "checksum mismatch",
     "no checksum with line number",
     "no line number with checksum",
+    "expected line",  # OctoPrint's virtual printer, Repetier: `Error: expected line 41 got 42`
+    "missing checksum",
 )
+_REFUSED_RE = re.compile(r"expected line\s+(\d+)\s+got\s+(\d+)", re.IGNORECASE)
 
 
 def checksum(data: bytes) -> int:
@@ -101,6 +104,12 @@ def parse_resend(line: str) -> int | None:
     """The line number asked for by `Resend: <n>` / `rs <n>`, or None."""
     match = _RESEND_RE.match(line)
     return int(match.group(1)) if match else None
+
+
+def refused_line(error: str) -> int | None:
+    """The line number a refusal names (`expected line 41 got 42`: 42), or None (Marlin names none)."""
+    match = _REFUSED_RE.search(error)
+    return int(match.group(2)) if match else None
 
 
 def parse_temperatures(line: str) -> dict[str, tuple[float, float | None]]:

@@ -28,6 +28,7 @@ from simulators.marlin.options import MarlinConfig, MarlinFaults, MarlinStats
 from simulators.marlin.planner import Planner
 from simulators.marlin.settings import Settings, boot_banner
 from simulators.marlin.thermal import bed, hotend
+from simulators.marlin.virtual import VirtualPrinterChecker
 from simulators.wire import Wire
 
 MAX_CMD_SIZE = 96  # Marlin ignores characters past this in one line
@@ -68,12 +69,13 @@ class MarlinFirmware(CommandsMixin):
 
     def _power_on(self) -> None:
         """The state a (re)started board has."""
-        self.checker = LineChecker()
+        self.checker: LineChecker = VirtualPrinterChecker() if self.cfg.virtual_printer else LineChecker()
         self.emergency = EmergencyParser()
         self.queue: deque[Queued] = deque()
         self.current: Generator[float, None, str | None] | None = None
         self.planner = Planner(self.cfg.planner_blocks)
         self.line_buf = bytearray()
+        self._ignore_next_line = False  # the virtual printer's resend_with_timeout
         old = getattr(self, "hotend", None), getattr(self, "bed", None)
         self.hotend, self.bed = hotend(), bed()  # heaters off; a reset does not cool them at once
         for heater, before in zip((self.hotend, self.bed), old, strict=True):
@@ -243,7 +245,9 @@ class MarlinFirmware(CommandsMixin):
     def _read_commands(self) -> None:
         """Read lines while the queue has room (Marlin's get_serial_commands)."""
         wire = self.wire
-        while wire is not None and len(self.queue) < self.cfg.bufsize and wire.rx_available():
+        # OctoPrint's virtual printer reads the next line only once the last one was answered.
+        slots = 1 if self.cfg.virtual_printer else self.cfg.bufsize
+        while wire is not None and len(self.queue) < slots and wire.rx_available():
             chunk = wire.rx_read_line()
             ended = chunk[-1:] in (b"\n", b"\r")
             room = MAX_CMD_SIZE - 1 - len(self.line_buf)
@@ -253,6 +257,9 @@ class MarlinFirmware(CommandsMixin):
             text = strip_comment(self.line_buf.decode("latin-1"))
             self.line_buf.clear()
             if not text:
+                continue
+            if self._ignore_next_line:
+                self._ignore_next_line = False
                 continue
             self.stats.lines_received += 1
             self._take_line(text)
@@ -277,13 +284,14 @@ class MarlinFirmware(CommandsMixin):
         }.get(verdict.kind)
         if counter:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        self.say(f"Error:{verdict.error}")
-        if self.cfg.flush_on_error:
+        virtual = self.cfg.virtual_printer  # `Error: <text>`, `Resend:<n>`, never a flush
+        self.say(f"Error:{' ' if virtual else ''}{verdict.error}")
+        if self.cfg.flush_on_error and not virtual:
             if self.wire is not None:
                 self.wire.rx_clear()
             self.line_buf.clear()
         self.stats.resends_requested += 1
-        self.say(f"Resend: {self.checker.last_n + 1}")
+        self.say(f"Resend:{'' if virtual else ' '}{self.checker.last_n + 1}")
         if with_ok:
             self.say(self.ok_line(None))
 
@@ -299,13 +307,29 @@ class MarlinFirmware(CommandsMixin):
     def _refused_by_fault(self, n: int) -> bool:
         """The checksum faults refuse line n as it is read, as the line checks do."""
         f = self.cfg.faults
+        for at, action in f.virtual_errors:
+            if self._fires(f"virtual_{action}", at, n):
+                self._virtual_error(action, n)
+                return True
         without_ok = self._fires("resend_without_ok", f.resend_without_ok_at_line, n)
         if not without_ok and not self._fires("checksum_error", f.checksum_error_at_line, n):
             return False
         self.checker.last_n = n - 1
-        error = f"checksum mismatch, Last Line: {n - 1}"
+        error = "Checksum mismatch" if self.cfg.virtual_printer else f"checksum mismatch, Last Line: {n - 1}"
         self._refuse(Verdict(False, error=error, kind="checksum"), with_ok=not without_ok)
         return True
+
+    def _virtual_error(self, action: str, n: int) -> None:
+        """One of OctoPrint's virtual printer's `simulated_errors` at line n (simulators.marlin.virtual)."""
+        self.checker.last_n = n - 1  # it keeps its last line until the line passed these errors
+        if action == "missing_lineno":
+            self.say(f"Error: No Line Number with checksum, Last Line: {n - 1}")  # no Resend, no ok
+            return
+        text = "Checksum mismatch" if action == "checksum_mismatch" else "Missing checksum"
+        self._refuse(Verdict(False, error=text, kind="checksum"))
+        if action == "resend_with_timeout":
+            self.checker.last_n = n  # it counts line n as taken (never run) and ignores the next line
+            self._ignore_next_line = True
 
     def _inject_fault(self, n: int) -> bool:
         """Fire a fault due at line n as it comes to run; True if the line must not run.

@@ -33,6 +33,14 @@ class MarlinFaults:
     drop_connection_at_line: int | None = None
     action_at_line: tuple[int, str] | None = None  # (N, "pause" | "resume" | "cancel")
     checksum_error_at_line: int | None = None  # line N arrives corrupted once (refused, Resend:, ok)
+    # OctoPrint's virtual printer's `simulated_errors` (N, "resend" | "resend_with_timeout" |
+    # "missing_lineno" | "checksum_mismatch"), each once; its default is VIRTUAL_PRINTER_ERRORS.
+    virtual_errors: tuple[tuple[int, str], ...] = ()
+
+
+VIRTUAL_ERROR_ACTIONS = ("resend", "resend_with_timeout", "missing_lineno", "checksum_mismatch")
+VIRTUAL_PRINTER_ERRORS = ((100, "resend"), (105, "resend_with_timeout"), (110, "missing_lineno"),
+                          (115, "checksum_mismatch"))  # fmt: skip
 
 
 @dataclass
@@ -53,4 +61,6 @@ class MarlinConfig:
     ok_before_output: bool = False  # M105 says `ok` first, its `T:` line after (some Marlin forks)
     action_space: bool = False  # host actions as `// action:pause` (Prusa MK3, Repetier)
     locked: bool = False  # PASSWORD_FEATURE locked: every command answered `Printer locked!` + `ok`
+    # OctoPrint's virtual printer (simulators.marlin.virtual): no flush, one line at a time, its texts.
+    virtual_printer: bool = False
     faults: MarlinFaults = field(default_factory=MarlinFaults)

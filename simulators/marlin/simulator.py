@@ -19,6 +19,8 @@ simulators.marlin.firmware). Other firmware's habits, as options: `flush_on_erro
 buffer after a refused line (Marlin before 2019: every line behind it is refused too),
 `ok_before_output` answers M105 with `ok` before its `T:` line, `action_space` writes host actions
 as `// action:...`, `locked` answers every command `echo:Printer locked!` and `ok` (PASSWORD_FEATURE).
+`virtual_printer` answers lines as OctoPrint's virtual printer does (simulators.marlin.virtual);
+`virtual_errors` are its `simulated_errors` (its default: options.VIRTUAL_PRINTER_ERRORS).
 
 USB replug: `unplug()` closes the pty as a pulled cable does (the host's port fails) and `plug()`
 brings a NEW pty, as the kernel gives a replugged adapter a new tty. Give `link=PATH` to keep a stable
@@ -37,6 +39,7 @@ from types import TracebackType
 from typing import IO
 
 from simulators.marlin.firmware import MarlinConfig, MarlinFaults, MarlinFirmware, MarlinStats
+from simulators.marlin.options import VIRTUAL_ERROR_ACTIONS
 from simulators.wire import Wire
 
 __all__ = ["MarlinConfig", "MarlinFaults", "MarlinSimulator", "MarlinStats"]
@@ -75,10 +78,17 @@ class MarlinSimulator:
         ok_before_output: bool = False,
         action_space: bool = False,
         locked: bool = False,
+        virtual_printer: bool = False,
+        virtual_errors: tuple[tuple[int, str], ...] = (),
         link: str | Path | None = None,
     ) -> None:
         if action_at_line is not None and action_at_line[1] not in ("pause", "resume", "cancel"):
             raise ValueError(f"action_at_line: {action_at_line[1]!r} is not pause, resume or cancel")
+        for _n, action in virtual_errors:
+            if action not in VIRTUAL_ERROR_ACTIONS:
+                raise ValueError(
+                    f"virtual_errors: {action!r} is not one of {', '.join(VIRTUAL_ERROR_ACTIONS)}"
+                )
         faults = MarlinFaults(
             reset_at_line=reset_at_line,
             kill_at_line=kill_at_line,
@@ -88,6 +98,7 @@ class MarlinSimulator:
             drop_connection_at_line=drop_connection_at_line,
             action_at_line=action_at_line,
             checksum_error_at_line=checksum_error_at_line,
+            virtual_errors=tuple((int(n), str(a)) for n, a in virtual_errors),
         )
         config = MarlinConfig(
             bufsize=bufsize,
@@ -104,6 +115,7 @@ class MarlinSimulator:
             ok_before_output=ok_before_output,
             action_space=action_space,
             locked=locked,
+            virtual_printer=virtual_printer,
         )
         self.stats = MarlinStats()
         self.executed: list[str] = []

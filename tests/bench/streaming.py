@@ -265,6 +265,29 @@ def marlin_fault_rows() -> list[tuple[str, str, str]]:
              f"{stats.get('line_number_errors', '?')} lines behind the bad one refused (in flight)")]
 
 
+def marlin_virtual_printer_rows() -> list[tuple[str, str, str]]:
+    """Resends for ONE fault on OctoPrint's virtual printer (simulator option `virtual_printer`).
+
+    Its `resend_with_timeout` (one of its default simulated errors) asks for line n, counts n taken
+    and ignores the next line, so the host's resend of n arrives as a duplicate. Issue 9: before
+    the host attributed each request to the line it answers, that one fault grew into a storm.
+    """
+    from drivers.marlin.host import MarlinHost
+
+    raw, _ = wire_lines(bench_gcode_file("prusaslicer-benchy.gcode"), FAULT_LINES, paren_comments=False)
+    options = {"baud": BAUD, "latency_s": LATENCY_MS / 1000, "rx_buffer": RX_BUFFER, "time_scale": 0,
+               "virtual_printer": True, "virtual_errors": [[FAULT_AT, "resend_with_timeout"]]}  # fmt: skip
+    cmd = [sys.executable, "-m", "tests.bench.marlin_sim_process", json.dumps(options)]
+    ours = streamer_run("marlin", raw, MarlinHost, sim=SimProcess("marlin", cmd=cmd))
+    stats = ours.sim_stats
+    answered = resends_answered[0] if resends_answered else "?"
+    label = f"marlin one fault at N{FAULT_AT}, OctoPrint's virtual printer: resends (goal <= lines in flight)"
+    return [(label,
+             f"{stats.get('resends_requested', '?')} requested by the firmware, {answered} answered "
+             f"({ours.status}, {ours.lines_acked}/{ours.lines_total} lines)",
+             "before the fix (issue 9): 1496 requested, 517 answered, failed at 695/2656 lines")]
+
+
 def grbl_rows() -> list[tuple[str, str, str]]:
     """GRBL on the laser files."""
     from drivers.grbl.host import GrblHost, clean_line
@@ -282,7 +305,7 @@ def grbl_rows() -> list[tuple[str, str, str]]:
 def run() -> list[tuple[str, str, str]]:
     """All streaming rows; a firmware whose host protocol is missing says so instead."""
     rows: list[tuple[str, str, str]] = []
-    for part in (marlin_rows, marlin_fault_rows, grbl_rows):
+    for part in (marlin_rows, marlin_fault_rows, marlin_virtual_printer_rows, grbl_rows):
         try:
             rows += part()
         except ImportError as exc:
