@@ -279,6 +279,8 @@ def loads_finite(payload: bytes) -> Any:
         return json.loads(payload.decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnvelopeError(f"invalid JSON: {exc}") from exc
+    except RecursionError:  # `[[[[...` deeper than the parser goes: no envelope, and no crash
+        raise EnvelopeError("invalid JSON: nested too deep") from None
 
 
 def build_ack(seq: int, msg_id: str | None, now: datetime) -> bytes:

@@ -122,7 +122,7 @@ class Rejected:
             return None, None, None, None
         try:  # leniently: a NaN figure must not hide whose record it was
             obj = json.loads(self.payload) if len(self.payload) <= MAX_MESSAGE_BYTES else None
-        except ValueError:
+        except (ValueError, RecursionError):  # a payload nested too deep is no one's record, not a crash
             obj = None
         if not isinstance(obj, dict):
             return where.lab, where.machine, None, None

@@ -198,3 +198,15 @@ def test_region_rejected_names_the_nodes_seq(tmp_path: Path) -> None:
     assert one["seq"] == 7 and one["reason"] == "NaN is not a number"
     csv_lines = runner.invoke(app, ["region", "rejected", "--db", str(db), "--csv"]).stdout.splitlines()
     assert csv_lines[0].endswith(",seq") and csv_lines[1].endswith(",7")
+
+
+def test_a_payload_nested_too_deep_is_set_aside_and_the_batch_goes_on(region_target: str) -> None:  # noqa: F811
+    deep = b"[" * 60_000  # under the size limit, deeper than the JSON parser recurses
+    with pytest.raises(EnvelopeError, match="nested too deep"):
+        parse_envelope(deep, TOPIC)
+    bad = Rejected(TOPIC, "invalid JSON: nested too deep", deep)
+    assert bad.owner() == ("north", "mini-1", None, None)
+    with RegionStore.open(region_target) as store:
+        result = store.store([fault(1)], NOW, [bad])
+        assert [a.seq for a in result.acks] == [1]
+        assert store.query("SELECT count(*) FROM rejected") == [(1,)]
