@@ -36,6 +36,7 @@ MAX_NUMBER = 1e9
 _COMMAND = re.compile(r"([GMT])\s*(\d+)(\.\d+)?")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
 # Cheap filter: only lines matching this can hold a number the fast path misreads.
+_GLUED_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)E[-+]?\.?\d")
 _SUSPECT = re.compile(r"NAN|INF|_|[\d.]E|\d{10}")
 _GRBL_WRITE = re.compile(r"\$(?:\d+|N\d*|RST|I)\s*=")
 _GRBL_WORD = re.compile(r"([A-Z])\s*([-+]?(?:\d+\.?\d*|\.\d+))?")
@@ -78,7 +79,10 @@ def bad_number(words: list[str]) -> str | None:
         if not text:
             continue  # a bare letter (G28 X)
         if _NUMBER.fullmatch(text) is None:
-            return f"{word[:24]} is not a number the firmware reads as written (NaN, infinity, exponent)"
+            why = f"{word[:24]} is not a number the firmware reads as written (NaN, infinity, exponent)"
+            if _GLUED_EXPONENT.match(text):  # X10.5E1.2: strtof reads 10.5E1 = 105, not X10.5 and E1.2
+                why += ": a number glued to E reads as its exponent (put a space before E)"
+            return why
         value = float(text)
         if not math.isfinite(value) or abs(value) > MAX_NUMBER:
             return f"{word[0]}{text[:12]}... is out of range (more than {MAX_NUMBER:g} in size)"

@@ -126,3 +126,11 @@ def test_analyze_reports_a_huge_coordinate_instead_of_a_traceback(tmp_path: Path
         assert result.exit_code == 1, result.output
         assert "Bad number: X1E308 is not a number the firmware reads" in result.output
     assert [p["line"] for p in json.loads(result.stdout)["problems"]] == [2]
+
+
+def test_a_number_glued_to_e_is_refused_saying_how_the_firmware_reads_it() -> None:
+    from fabnode.gcode.dialect import bad_number
+
+    why = bad_number(["G1", "X10.5E1.2"])
+    assert why is not None and "exponent" in why and "put a space before E" in why
+    assert bad_number(["G1", "X10.5", "E1.2"]) is None
