@@ -41,12 +41,21 @@ def _open_store(db: str, create: bool) -> RegionStore:
         database = open_database(db)
     except RegionStoreError as exc:
         exits.fail(str(exc), exits.FAILED)
+    from fabnode.region.store import SCHEMA_VERSION
+
     try:
-        database.execute("SELECT value FROM region_meta WHERE key = 'schema_version'")
+        rows = database.execute("SELECT value FROM region_meta WHERE key = 'schema_version'")
     except Exception:  # no such table: sqlite3 and psycopg each say it their own way
         database.close()
         exits.fail(f"{_shown(db)} holds no region store (no region_meta table): give the database "
                    "`fabnode collect --db` writes to; nothing was created", exits.FAILED)
+    version = int(rows[0][0]) if rows else 0
+    if version != SCHEMA_VERSION:  # a report reads; only the collector migrates the store
+        database.close()
+        newer = "a newer fabnode wrote it" if version > SCHEMA_VERSION else "run this fabnode's `fabnode " \
+            "collect` once on it to upgrade it"
+        exits.fail(f"{_shown(db)} is region store schema {version}, this report reads {SCHEMA_VERSION}: "
+                   f"{newer}; nothing was changed", exits.FAILED)
     return RegionStore(database, db)
 
 

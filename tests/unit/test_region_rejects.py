@@ -210,3 +210,21 @@ def test_a_payload_nested_too_deep_is_set_aside_and_the_batch_goes_on(region_tar
         result = store.store([fault(1)], NOW, [bad])
         assert [a.seq for a in result.acks] == [1]
         assert store.query("SELECT count(*) FROM rejected") == [(1,)]
+
+
+def test_a_report_on_a_store_of_another_schema_says_what_to_do_and_changes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fabnode.cli import app
+
+    db = tmp_path / "region.db"
+    with RegionStore.open(str(db)) as store:
+        store.store([fault(1)], NOW)
+    with sqlite3.connect(db) as conn:  # as this morning's collector left it
+        conn.execute("UPDATE region_meta SET value = '1' WHERE key = 'schema_version'")
+    before = db.read_bytes()
+    result = CliRunner().invoke(app, ["region", "report", "--db", str(db)])
+    assert result.exit_code == 1
+    assert "region store schema 1, this report reads 2" in result.output
+    assert "fabnode collect" in result.output
+    assert "Traceback" not in result.output and db.read_bytes() == before
