@@ -9,6 +9,7 @@ mode, so an open lid is held with door_hold(), never with pause() alone.
 from __future__ import annotations
 
 from drivers.events import JobState
+from drivers.grbl.watch import ProgressWatch
 
 FEED_HOLD = b"!"
 CYCLE_START = b"~"
@@ -29,6 +30,7 @@ class HoldControls:
     _resume_check: bool  # `~` is ignored during Hold:1 and an open door: repeat it until GRBL runs
     _door: bool  # the hold is a safety-door hold: PAUSED at Door:0/1, not Hold:0
     _next_status_at: float | None
+    _watch: ProgressWatch  # the stuck-machine watch: a hold is no lack of progress
 
     def _set_state(self, state: str, reason: str = "") -> None:
         raise NotImplementedError
@@ -82,4 +84,5 @@ class HoldControls:
             return
         self._realtime += CYCLE_START
         self._resume_check, self._door = True, False
+        self._watch.reset(now)  # the time held does not count as a stuck machine
         self._set_state(JobState.RUNNING)

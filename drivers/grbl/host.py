@@ -127,7 +127,7 @@ class GrblHost(HoldControls):
         self._internal: deque[str] = deque()
         self._door = False
         self.check_laser_mode = check_laser_mode
-        self._settings_wanted = False
+        self._settings_wanted = check_laser_mode  # at once too: a board that does not reset never greets
         self._settings: dict[int, str] = {}
         self.laser_mode: LaserMode | None = None  # the last `$$` answer's verdict (None: not yet)
 
@@ -347,6 +347,9 @@ class GrblHost(HoldControls):
         elif sent.kind == _SETTINGS:
             self.laser_mode = laser_mode_event(self._settings, line)
             self._events.append(self.laser_mode)
+            if not self.laser_mode.enabled and self._state in _ACTIVE:  # its lines waited: none went out
+                self._fail(FAILURE_ERROR, f"GRBL laser mode is off ({self.laser_mode.setting}): a feed hold "
+                           "would leave the beam on; a technician sets $32=1 before jobs run")
         elif sent.job != self._job_id:
             if not ok:
                 self._events.append(FirmwareMessage(f"{line} for a line of an ended job: {sent.text}"))

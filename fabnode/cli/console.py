@@ -196,7 +196,9 @@ def firmware_version(streamer: Streamer, output: ConsoleOutput, firmware: str, t
         return greeting.split("[")[0].strip() or "version unknown (no greeting)"
     output.expect_answer("M115", quiet=True)
     streamer.send_command("M115")
-    output.wait_answers(min(timeout_s, 3.0))
+    # One ask, waited for generously (it returns at the answer): a second M115 would make the answers
+    # ambiguous if the first was lost, and a loaded host may be slow to hear a board that just booted.
+    output.wait_answers(min(timeout_s, 10.0))
     for lines in output.quiet_replies:
         for line in lines:
             found = _MARLIN_NAME.search(line)

@@ -96,9 +96,12 @@ class JobRules(Core):
         return [*self._pause(e.now, "lid open", door=True), RecordFault("lid_open", detail), Buzz("fault")]
 
     def _lid_while_paused(self, e: LidOpened | LidClosed) -> list[Action]:
-        """Logged; the job stays paused: it resumes only by a deliberate action, never on the lid closing."""
+        """Logged; the job stays paused: it resumes only by a deliberate action, never on the lid closing.
+        A laser's lid opening during any pause also gets the door hold: a feed hold may keep the beam on."""
         kind = "lid_opened" if isinstance(e, LidOpened) else "lid_closed"
-        return [RecordEvent(kind, f"job {self._need_job().id} stays paused")]
+        logged = RecordEvent(kind, f"job {self._need_job().id} stays paused")
+        door = isinstance(e, LidOpened) and self.settings.kind == LASER
+        return [PauseJob("lid open", door=True), logged] if door else [logged]
 
     def _pause_requested(self, e: PauseRequested) -> list[Action]:
         """Pause the job: PAUSED."""

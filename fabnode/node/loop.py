@@ -43,7 +43,7 @@ from drivers.streamer import LinkLost, Progress, StreamEnded, Streamer
 from fabnode.config.settings import Config
 from fabnode.machine.controller import Controller
 from fabnode.machine.events import Event, FirmwareFault, JobEnded, JobPaused, StorageChanged, Tick
-from fabnode.machine.profile import HEATERS_OFF, MARLIN
+from fabnode.machine.profile import GRBL, HEATERS_OFF, MARLIN
 from fabnode.node import lifecycle, reports
 from fabnode.node.actions import ActionRunner
 from fabnode.node.bookkeeping import Bookkeeper
@@ -69,6 +69,7 @@ from fabnode.records.usage import UsageLog
 log = logging.getLogger("fabnode.daemon")
 STOP_JOB_WAIT_S = 5.0
 GREETING_WAIT_S = 3.0
+LASER_MODE_UNREAD = "not read yet: GRBL has not answered $$ since its port opened"
 SETTLE_WAIT_S = 10.0  # how long a job or calibration request waits for a board reset by its port opening
 MAX_WAIT_S = 1.0
 SWITCH_INTERVAL_S = 0.001
@@ -140,7 +141,7 @@ class Daemon:
         # Set once the board greeted (or GREETING_WAIT_S passed): a board resets when its port opens and
         # a job sent before its `start` is lost in that reset, so job requests wait for this (any thread).
         self.firmware_settled = threading.Event()
-        # What the laser's firmware said of its laser mode ($32) when it was not on; None: on, or not asked.
+        # Why GRBL's laser mode ($32) is not known to be on; None: on (or a printer).
         self.laser_mode_off: str | None = None
         self._storage_told: str | None = None  # the storage problem the controller last heard of
         self._watchdog_at = 0.0
@@ -365,6 +366,7 @@ class Daemon:
             self.firmware_settled.set()  # nothing to wait for: a job is refused as not connected
             return
         self.firmware_settled.clear()
+        self.laser_mode_off = LASER_MODE_UNREAD if self.config.machine.firmware == GRBL else None
         self._reconnect_at = None
         # A board we lost touch with may still be heating: once it answers, tell it to stop.
         self._heaters_off_on_greeting = self.health.port_open(now)
@@ -406,13 +408,13 @@ class Daemon:
             self._greeted(event)
         elif isinstance(event, fw.LaserMode):
             self.laser_mode_off = None if event.enabled else event.setting
+            self.firmware_settled.set()  # a laser settles once its mode is known (see _hello)
             if not event.enabled:
                 log.warning("GRBL laser mode is off (%s): jobs are refused until a technician sets $32=1",
                             shown(event.setting))
         elif isinstance(event, fw.FirmwareMessage):
-            kind = event.fault  # classified by the protocol: the loop reads no firmware text
-            if kind is not None and (self.streamer is None or not self.streamer.job_active):
-                self.feed(FirmwareFault(now, kind, event.text))
+            if event.fault is not None:  # classified by the protocol, which set it only with no job running
+                self.feed(FirmwareFault(now, event.fault, event.text))
         elif isinstance(event, LinkLost):
             self.health.port_lost(event.reason, now)
             self._reconnect_at = now + self.config.serial.reconnect_every_s
@@ -426,7 +428,8 @@ class Daemon:
     def _hello(self) -> None:
         """The board answers (or was given time to): heaters off after a lost port, temperature reports."""
         self._hello_at = None
-        self.firmware_settled.set()
+        if self.laser_mode_off != LASER_MODE_UNREAD:  # a laser waits for its $$ answer (LaserMode)
+            self.firmware_settled.set()
         streamer = self.streamer
         if self.config.machine.firmware != MARLIN or streamer is None:
             return

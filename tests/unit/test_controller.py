@@ -621,3 +621,13 @@ def test_the_clock_must_not_go_backwards():
 def test_bad_settings_name_the_field(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         settings_for_tests(**settings)
+
+
+def test_laser_lid_opened_while_paused_also_gets_the_door_hold():
+    rig = running(Rig(kind="laser"))
+    rig.send(PauseRequested)  # a plain feed hold first: with $32=0 the beam could still be on
+    actions = rig.send(LidOpened)
+    assert actions[0] == PauseJob("lid open", door=True) and rig.c.state is State.PAUSED
+    printer = running(Rig(kind="printer"))
+    printer.send(PauseRequested)
+    assert not [a for a in printer.send(LidOpened) if isinstance(a, PauseJob)]

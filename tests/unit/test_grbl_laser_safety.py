@@ -148,3 +148,43 @@ def test_door_hold_outside_a_job_is_left_with_cycle_start() -> None:
     assert host.data_to_send(0.1) == b"~"
     host.resume(0.2)
     assert host.data_to_send(0.2) == b""
+
+
+def test_settings_are_asked_at_once_from_a_board_that_never_greets() -> None:
+    host = GrblHost(check_laser_mode=True)  # no banner: the board did not reset when its port opened
+    assert host.data_to_send(0.0) == b"$$\n"
+    (mode,) = of_type(host.receive(settings_answer("1"), 0.1), LaserMode)
+    assert mode.enabled
+
+
+def test_a_job_waiting_behind_the_settings_fails_unsent_when_laser_mode_is_off() -> None:
+    from drivers.events import JobFailed
+
+    host = GrblHost(check_laser_mode=True)
+    host.receive(BANNER, 0.0)
+    host.start_job(["M4 S800", "G1 X10 F600", "M5"], 0.0)
+    assert lines_of(host.data_to_send(0.0)) == ["$$"]
+    events = host.receive(settings_answer("0"), 0.1)
+    (failed,) = of_type(events, JobFailed)
+    assert "laser mode is off ($32=0)" in failed.reason and "$32=1" in failed.reason
+    assert lines_of(host.data_to_send(0.2)) == []  # not one job line reached the laser
+
+
+def test_a_long_hold_is_no_stuck_machine_once_resumed() -> None:
+    from drivers.events import JobFailed
+
+    host = GrblHost(no_progress_s=5.0, status_interval_s=0.2, no_answer_after_s=1000.0)
+    host.receive(BANNER, 0.0)
+    host.start_job(["G1 X10 F600", "G1 X20"], 0.0)
+    host.data_to_send(0.0)
+    host.pause(0.1)
+    host.data_to_send(0.1)
+    host.receive(b"<Hold:0|MPos:1.000,0.000,0.000|FS:0,0>\r\n", 0.2)  # held, lines still in flight
+    for t in range(1, 60):  # a minute at the lid, GRBL answering every status poll
+        host.data_to_send(t)
+        assert of_type(host.receive(b"<Hold:0|MPos:1.000,0.000,0.000|FS:0,0>\r\n", t + 0.1), JobFailed) == []
+    host.resume(60.0)
+    events = [*host.poll(60.0), *host.receive(b"<Run|MPos:1.000,0.000,0.000|FS:600,0>\r\n", 60.1)]
+    events += host.poll(60.2)
+    assert [e.state for e in of_type(events, JobStateChanged)] == [JobState.RUNNING]  # not stopped as stuck
+    assert of_type(events, JobFailed) == [] and b"\x18" not in host.data_to_send(60.3)
