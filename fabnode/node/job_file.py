@@ -12,9 +12,11 @@ are split at "\\n" only, exactly as the analysis numbered them.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import BinaryIO, overload
 
 BLOCK_BYTES = 1 << 18  # 256 KiB: a short hold of the interpreter per block, 32 bytes of digest each
 BOM = b"\xef\xbb\xbf"
@@ -45,7 +47,27 @@ class JobFile(Sequence[str]):
         self.block_bytes = block_bytes
         self.problem: str | None = None  # why the lines stopped early (the file changed)
         self._limit = lines
+        # Opened now, on the preparing thread, and kept: the inbox may move the file away once it is
+        # accepted, and a path re-opened later could be anything (a FIFO would block the streamer).
+        self._file = self._open()
         self._rewind()
+
+    def _open(self) -> BinaryIO | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            self._changed(f"it cannot be read any more: {exc.strerror or exc}")
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            self._changed("it is no regular file any more")
+            return None
+        return os.fdopen(fd, "rb")
+
+    def close(self) -> None:
+        """Let go of the file (the job ended)."""
+        if self._file is not None:
+            self._file.close()
 
     def _rewind(self) -> None:
         self._next = 0  # the index of the line that starts at self._pos in self._text
@@ -55,16 +77,19 @@ class JobFile(Sequence[str]):
         self._chunks = line_chunks(self._checked_blocks())
 
     def _checked_blocks(self) -> Iterator[bytes]:
+        f = self._file
+        if f is None:
+            return
         try:
-            with open(self.path, "rb") as f:
-                for k, digest in enumerate(self.digests):
-                    block = f.read(self.block_bytes)
-                    if hashlib.sha256(block).digest() != digest:
-                        self._changed(f"block {k + 1} of {len(self.digests)} differs")
-                        return
-                    yield block[len(BOM) :] if k == 0 and block.startswith(BOM) else block
-        except OSError as exc:
-            self._changed(f"it cannot be read any more: {exc.strerror or exc}")
+            f.seek(0)
+            for k, digest in enumerate(self.digests):
+                block = f.read(self.block_bytes) or b""
+                if hashlib.sha256(block).digest() != digest:
+                    self._changed(f"block {k + 1} of {len(self.digests)} differs")
+                    return
+                yield block[len(BOM) :] if k == 0 and block.startswith(BOM) else block
+        except (OSError, ValueError) as exc:  # ValueError: closed
+            self._changed(f"it cannot be read any more: {getattr(exc, 'strerror', None) or exc}")
 
     def _changed(self, why: str) -> None:
         self.problem = f"{self.path} changed since its preflight ({why}): the job stops"

@@ -112,3 +112,15 @@ def test_file_names_are_escaped_for_the_log(caplog: pytest.LogCaptureFixture) ->
     assert "\n" not in record.getMessage() and "\x1b" not in record.getMessage()
     assert record.getMessage() == "job started: evil\\nfabnode relay off\\x1b[2J.gcode"
     assert shown("plain name.gcode") == "plain name.gcode" and shown("a\\nb") == "a\\\\nb"
+
+
+def test_a_job_streams_the_file_it_checked_after_a_move_and_a_fifo_in_its_place(tmp_path: Path) -> None:
+    part = tmp_path / "inbox" / "part.gcode"
+    part.parent.mkdir()
+    part.write_bytes(PRINT)
+    pre = preflight(part, MachineProfile())
+    assert pre.ok and pre.source is not None
+    os.replace(part, tmp_path / "accepted.gcode")  # the inbox accepts the file: it moves
+    os.mkfifo(part)  # and something else takes its name, which would block a re-open by path
+    lines = _within(5.0, lambda: list(pre.source))  # type: ignore[arg-type]
+    assert lines == PRINT.decode().splitlines() and pre.source.problem is None
