@@ -118,21 +118,26 @@ def _profile(path: Path, firmware: str | None, changes: dict[str, object]) -> Ma
     return replace(profile, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
 
 
-def _node_profile(config: Path | None, changes: dict[str, object]) -> MachineProfile | None:
-    """The node's own machine from its config, flags applied; None without a config."""
+def _node_profile(
+    config: Path | None, firmware: str | None, changes: dict[str, object]
+) -> MachineProfile | None:
+    """The node's own machine from `--config` (or $FABNODE_CONFIG unless `--firmware` names another
+    machine), flags applied; None without one. A config given on the line must be readable; one from
+    the environment that is not (a member without read access to it) is passed over, saying so."""
     from fabnode.config.settings import ConfigError, load_config
     from fabnode.paths import resolve_config
 
-    path = resolve_config(config)
+    path = config if config is not None else (None if firmware else resolve_config(None))
     if path is None:
         return None
     try:
         profile = load_config(path).machine
-    except ConfigError as exc:
-        typer.echo(f"fabnode: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except OSError as exc:
-        typer.echo(f"fabnode: cannot read {path}: {exc.strerror or exc}", err=True)
+    except (ConfigError, OSError) as exc:
+        why = str(exc) if isinstance(exc, ConfigError) else f"cannot read {path}: {exc.strerror or exc}"
+        if config is None:
+            typer.echo(f"fabnode: ignoring $FABNODE_CONFIG: {why}", err=True)
+            return None
+        typer.echo(f"fabnode: {why}", err=True)
         raise typer.Exit(2) from None
     return replace(profile, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
 
@@ -175,7 +180,8 @@ def analyze(
     keep |= {"density"} if material is not None or density is not None else set()
     keep |= {"diameter"} if diameter is not None else set()
     try:
-        profile = _node_profile(config, changes) or _profile(file, firmware and firmware.lower(), changes)
+        profile = (_node_profile(config, firmware, changes)
+                   or _profile(file, firmware and firmware.lower(), changes))
         profile = replace(profile, material=_material(profile, material, density, diameter, price))
         result = analyze_file(file, profile, file_material=True, keep_material=keep)
     except OSError as exc:

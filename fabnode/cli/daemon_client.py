@@ -7,6 +7,7 @@ even on a Pi Zero; the typer verbs in fabnode.cli.node use the same functions.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,21 @@ EXIT_USAGE = exits.USAGE
 def socket_path(state_dir: Path | None, config_file: Path | None) -> Path:
     """The daemon's socket: by `--state-dir`, `$FABNODE_STATE_DIR`, the config's state_dir, the default."""
     configured = None
-    config_file = resolve_config(config_file)
+    explicit = config_file is not None
+    if state_dir is None and not os.environ.get("FABNODE_STATE_DIR"):  # else the config is not needed
+        config_file = resolve_config(config_file)
+    else:
+        config_file = None
     if config_file is not None:
         from fabnode.config.settings import ConfigError, load_config
 
         try:
             configured = load_config(config_file).node.state_dir
         except (ConfigError, OSError) as exc:
-            exits.fail(f"config error: {exc}", exits.USAGE)
+            if explicit:
+                exits.fail(f"config error: {exc}", exits.USAGE)
+            # $FABNODE_CONFIG being edited must not stop `cancel` or `status` reaching the running daemon
+            exits.error(f"ignoring $FABNODE_CONFIG ({exc}); using the default state dir")
     return control_socket_path(resolve_state_dir(state_dir, configured))
 
 

@@ -61,3 +61,32 @@ def test_config_checks_against_the_nodes_own_machine(tmp_path: Path) -> None:
     assert "240" in result.output and "230" in result.output  # the hotend limit of this node, not a default
     plain = runner.invoke(app, ["analyze", str(job(tmp_path, MOVES))])
     assert plain.exit_code == 0, plain.output
+
+
+def test_firmware_on_the_line_beats_the_nodes_config_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nlab = "lab-a"\nmachine = "m1"\n'
+                      '[serial]\nport = "sim"\n[machine]\nkind = "printer"\n')
+    monkeypatch.setenv("FABNODE_CONFIG", str(config))
+    cut = tmp_path / "cut.gcode"
+    cut.write_text("G21\nG90\nM4 S100\nG1 X10 F600\nM5\n")
+    result = runner.invoke(app, ["analyze", "--firmware", "grbl", str(cut)])
+    assert "laser, grbl" in result.output, result.output
+    config.write_text("[node\n")  # a config being edited (or unreadable): analysis still works
+    result = runner.invoke(app, ["analyze", str(job(tmp_path, MOVES))])
+    assert result.exit_code == 0 and "ignoring $FABNODE_CONFIG" in result.output
+
+
+def test_a_stop_request_reaches_the_daemon_while_the_environments_config_is_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fabnode.cli.daemon_client import socket_path
+    from fabnode.paths import control_socket_path
+
+    config = tmp_path / "broken.toml"
+    config.write_text("[node\n")
+    monkeypatch.setenv("FABNODE_CONFIG", str(config))
+    monkeypatch.setenv("FABNODE_STATE_DIR", str(tmp_path / "state"))
+    assert socket_path(None, None) == control_socket_path(tmp_path / "state")
