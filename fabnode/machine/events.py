@@ -81,6 +81,7 @@ class JobRequested:
     file: str
     prepared: object = field(default=None, compare=False, repr=False)
     link_problem: str | None = None  # why the firmware cannot take a job now (port closed, board resetting)
+    asked_at: float | None = None  # when `print` was asked (a large file is prepared for minutes)
 
 
 @dataclass(frozen=True, slots=True)

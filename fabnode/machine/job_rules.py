@@ -43,6 +43,8 @@ class JobRules(Core):
         if self._lid_blocks():
             return [Reply(False, "the lid is open: close it before starting a job")]
         session = self._need_session()
+        if e.asked_at is not None and session.started_at > e.asked_at:  # not this session's job
+            return [Reply(False, "it was asked for in a session that has ended since: print it again")]
         job = Job(e.job_id, e.file, JobStatus.RUNNING, session.member.id, session.is_maintenance, e.now)
         self._job = job
         self._go(RUNNING)

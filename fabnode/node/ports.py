@@ -339,6 +339,9 @@ class RequestHost(Observed, Records, Loop, HasStreamer, HasTelemetry, Feeds, Pro
     """What the control socket's request desk (fabnode.node.requests) needs of the loop."""
 
     @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
     def health(self) -> ReaderState: ...
 
     @property

@@ -71,7 +71,7 @@ class RequestHandler:
         self.parts = daemon.parts
         self.desks = dict(desks)  # the technician's checks and calibration commands, by verb
         self.snapshot = status  # what `fabnode status` shows (controller thread)
-        self.preparing = Preparations()
+        self.preparing = Preparations(daemon.clock)  # the controller's clock: a request's time is compared
 
     def handle(self, request: JsonObject) -> JsonObject:
         """Answer one request (runs on a control-socket client thread)."""
@@ -135,7 +135,7 @@ class RequestHandler:
             else:
                 d.wait_settled()
                 job_id = uuid.uuid4().hex
-                answer = _reply(d.call(lambda now: self.submit_job(pre, job_id, now)))
+                answer = _reply(d.call(lambda now: self.submit_job(pre, job_id, now, prep.started)))
                 if answer["ok"]:
                     answer["job_id"] = job_id
         except Exception as exc:  # a bug here must still answer the request and free the next one
@@ -151,7 +151,8 @@ class RequestHandler:
             said = "; ".join(problems[:5]) if isinstance(problems, list) else str(answer.get("error"))
             log.info("print %s refused: %s", shown(prep.path), shown(said))
 
-    def submit_job(self, pre: Preflight, job_id: str, now: float) -> Reply | None:
+    def submit_job(self, pre: Preflight, job_id: str, now: float,
+                   asked_at: float | None = None) -> Reply | None:
         """Ask the controller to run a file that passed preflight (controller thread); its Reply.
 
         The controller refuses it (in the states where it would start) when it could not run or not be
@@ -160,7 +161,7 @@ class RequestHandler:
         """
         d = self.d
         d.report_storage(now)
-        outcome = d.feed(JobRequested(now, job_id, str(pre.path), pre, self._link_problem()))
+        outcome = d.feed(JobRequested(now, job_id, str(pre.path), pre, self._link_problem(), asked_at))
         refused = outcome.not_started
         return Reply(False, f"the job was not started: {refused}") if refused is not None else outcome.reply
 

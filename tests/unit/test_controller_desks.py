@@ -174,3 +174,17 @@ def _reach(where: str) -> Rig:
         rig.send(EStopPressed)
     rig.later(1).send(Tick)
     return rig
+
+
+def test_a_job_asked_for_in_an_earlier_session_does_not_start_in_the_next() -> None:
+    rig = Rig()
+    rig.tap(ALICE)
+    asked = rig.now  # Alice's print: a large file, prepared for minutes
+    rig.later(60)
+    rig.tap(ALICE)  # she leaves; Bob comes while it is still being read
+    rig.later(1)
+    rig.tap(BOB)
+    refused = rig.send(JobRequested, "j1", "alice.gcode", None, None, asked)
+    assert refused == [Reply(False, "it was asked for in a session that has ended since: print it again")]
+    assert rig.c.state is State.UNLOCKED and rig.c.job is None
+    assert of(rig.send(JobRequested, "j2", "bob.gcode", None, None, rig.now), StartJob)  # his own starts
