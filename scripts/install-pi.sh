@@ -127,7 +127,7 @@ config_kind() {
     [ -r "$1" ] || return 0
     awk '/^[[:space:]]*\[/ { in_machine = ($0 ~ /^[[:space:]]*\[machine\][[:space:]]*(#.*)?$/) }
          in_machine && /^[[:space:]]*kind[[:space:]]*=/ {
-             if (match($0, /"[a-z]+"/)) { print substr($0, RSTART + 1, RLENGTH - 2); exit } }' "$1"
+             if (match($0, /["'"'"'][a-z]+["'"'"']/)) { print substr($0, RSTART + 1, RLENGTH - 2); exit } }' "$1"
 }
 
 # The machine kind this install is for: the example config and the udev name both follow it, so the

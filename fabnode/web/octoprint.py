@@ -16,9 +16,11 @@ import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from tornado.web import RequestHandler, stream_request_body
+from tornado.log import app_log
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from fabnode import __version__
 from fabnode.gcode.analysis import Analysis, analyze_file
@@ -56,6 +58,18 @@ class ApiHandler(RequestHandler):
     """The base of every route: the key, JSON replies, OctoPrint-style errors."""
 
     owner: Owner | None = None
+
+    def _request_summary(self) -> str:
+        # tornado's own logs quote the whole URI; a key passed as ?apikey= must never reach a log
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    def log_exception(self, typ: type[BaseException] | None, value: BaseException | None,
+                      tb: TracebackType | None) -> None:  # fmt: skip
+        """As tornado's, without its repr of the request (which holds the query string and headers)."""
+        if isinstance(value, HTTPError):
+            super().log_exception(typ, value, tb)  # logs the summary only
+            return
+        app_log.error("uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
     @property
     def fab(self) -> WebContext:

@@ -268,3 +268,16 @@ def test_stop_frees_the_port(desk: FakeDesk) -> None:
     web.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_key_in_the_query_never_reaches_the_log_even_when_a_handler_fails(
+    server: WebServer, desk: FakeDesk, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setattr(desk, "upload_folder", lambda: desk.folder / "gone")  # disk_usage will raise
+    with caplog.at_level(logging.DEBUG):
+        status, _body, _ = request(server, "GET", f"/api/files?apikey={ADA_KEY}")
+    assert status == 500
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "uncaught exception GET /api/files" in logged and ADA_KEY not in logged
