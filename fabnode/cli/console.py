@@ -132,7 +132,7 @@ class ConsoleOutput:
         from drivers.streamer import LinkLost
 
         if isinstance(event, CommandReply):
-            return self._reply(event.lines, event.ok)
+            return self._reply(event.command, event.lines, event.ok)
         if isinstance(event, FirmwareReady) and self.greeting is None:
             self.greeting = event.text
         if isinstance(event, FirmwareMessage | FirmwareBusy | FirmwareReady):
@@ -156,10 +156,13 @@ class ConsoleOutput:
             return f"{exits.PREFIX}serial port {event.port} lost: {event.reason}"
         return None
 
-    def _reply(self, lines: tuple[str, ...], ok: bool) -> str | None:
+    def _reply(self, command: str, lines: tuple[str, ...], ok: bool) -> str | None:
         if not self._pending:
             return None  # the answer to the connection's probe, not to a command of ours
-        _, quiet = self._pending.popleft()
+        waiting, quiet = self._pending[0]
+        if waiting and command and _first_word(waiting) != _first_word(command):
+            return None  # the probe's answer, late (it went while the board booted): not this command's
+        self._pending.popleft()
         if quiet:
             self.quiet_replies.append(lines)
             return None
@@ -187,6 +190,11 @@ def send_line(streamer: Streamer, output: ConsoleOutput, firmware: str, line: st
     output.expect_answer(line)
     streamer.send_command(line)
     return True
+
+
+def _first_word(line: str) -> str:
+    """The command word of a line (`m115 ; hi` -> `M115`), to tell whose answer a reply is."""
+    return (line.split(";", 1)[0].split() or [""])[0].upper()
 
 
 def firmware_version(streamer: Streamer, output: ConsoleOutput, firmware: str, timeout_s: float) -> str:
