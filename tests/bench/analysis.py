@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fabnode.gcode.analysis import analyze_file
-from tests.data import bench_gcode_file, gcode_names
+from tests.bench.data import bench_gcode_file
+from tests.data import gcode_names
 
 BIG = "prusaslicer-benchy.gcode"
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}

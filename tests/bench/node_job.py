@@ -35,7 +35,7 @@ from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
-from tests.data import bench_gcode_file
+from tests.bench.data import bench_gcode_file
 
 PREFIX_LINES = 20_000
 BAUD = 115200

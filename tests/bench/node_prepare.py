@@ -7,15 +7,15 @@
   prepares a SIZE_MB file (read, hashed and analysed on its worker thread).
 - RSS: the daemon's resident memory (it runs in this process) idle, and its peak while the file is
   prepared (sampled, and VmHWM).
-The file is made of repeated real G-code (PrusaSlicer's benchy from /work/shared/data/gcode or
-tests/data, else a generated print), written to a temporary folder.
+The file is made of repeated real G-code (PrusaSlicer's benchy, where tests.bench.data finds it, else a
+generated print), written to a temporary folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import lzma
 import os
 import statistics
 import tempfile
@@ -29,15 +29,13 @@ from fabnode.node.wiring import build_parts, simulated_config
 from fabnode.paths import secret_file_path, usage_db_path
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
+from tests.bench.data import bench_gcode_file
 
 SIZE_MB = int(os.environ.get("FABNODE_BENCH_JOB_MB", "200"))
 ROUNDS_IDLE = 40
 ROUNDS_MAX = 400
 ROUND_EVERY_S = 0.5
 MEMBER_UID, TECH_UID = "04:A2:2B:1C", "04:7E:11:22"
-REPO = Path(__file__).resolve().parents[2]
-SOURCES = (REPO.parent / "shared" / "data" / "gcode" / "prusaslicer-benchy.gcode",
-           REPO / "tests" / "data" / "prusaslicer-benchy.gcode.xz")  # fmt: skip
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -47,10 +45,8 @@ def _pct(values: list[float], q: float) -> float:
 
 def _sample_gcode() -> bytes:
     """Real slicer output, with its start (homing, heating) kept only once by the caller."""
-    for source in SOURCES:
-        if source.exists():
-            data = source.read_bytes()
-            return lzma.decompress(data) if source.suffix == ".xz" else data
+    with contextlib.suppress(FileNotFoundError):
+        return bench_gcode_file("prusaslicer-benchy.gcode").read_bytes()
     moves = [f"G1 X{10 + i % 180}.{i % 10} Y{10 + (i * 7) % 180}.5 E{i * 0.03:.4f} F1800\n"
              for i in range(20000)]
     return ("G28\nM104 S200\nG92 E0\n" + "".join(moves)).encode()

@@ -26,7 +26,7 @@ import serial
 from drivers.gcode_text import strip_for_wire
 from drivers.serial_link import SerialLink
 from drivers.streamer import JobEnded, Progress, Streamer
-from tests.data import bench_gcode_file
+from tests.bench.data import bench_gcode_file
 
 REPO = Path(__file__).resolve().parents[2]
 BAUD = 115200

@@ -1,8 +1,8 @@
 """The real G-code files the tests and benchmarks use, kept in this folder (README.md: sources, licences).
 
 `gcode_file(name)` gives a file's path; a file stored as `NAME.xz` is unpacked once into the temporary
-folder, so a clone needs nothing beside the repository. The benchmarks take the lab's shared data set
-beside the repository when it is there (`bench_gcode_file`), and these copies when it is not.
+folder, so a clone needs nothing beside the repository (the benchmarks' own choice of files is in
+tests/bench/data.py).
 """
 
 from __future__ import annotations
@@ -14,18 +14,11 @@ import tempfile
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent
-SHARED = DATA.parents[2] / "shared" / "data" / "gcode"  # ../shared beside the repository, if any
 
 
 def gcode_names() -> list[str]:
     """The names of the G-code files kept here, sorted (a packed `NAME.xz` counts as NAME)."""
     return sorted(p.name.removesuffix(".xz") for p in DATA.iterdir() if ".gcode" in p.name)
-
-
-def bench_gcode_file(name: str) -> Path:
-    """For the benchmarks: `name` from ../shared/data/gcode beside the repository, else from here."""
-    shared = SHARED / name
-    return shared if shared.is_file() else gcode_file(name)
 
 
 def gcode_file(name: str) -> Path:
