@@ -4,7 +4,9 @@
     analysis.filament_mm, analysis.estimated_s, analysis.problems, analysis.to_json()
 
 One pass over the file (fabnode.gcode.scan), a motion planner for the time (fabnode.gcode.estimate),
-preflight checks against the machine (fabnode.gcode.preflight).
+preflight checks against the machine (fabnode.gcode.preflight). Bytes are read in bulk, chunk by chunk
+(fabnode.gcode.bulk_scan: the common lines with numpy, the rest line by line on the exact path, the same
+figures bit for bit); `reference=True` reads every line on the exact path, for tests and benchmarks.
 
 Material used by a job that stopped early: the figures are kept per file line, so a job cancelled after
 line N (the last line the firmware acknowledged) records `analysis.filament_mm_at(N)`,
@@ -20,10 +22,12 @@ import itertools
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
+from fabnode.gcode.bulk_scan import BulkScanner, chunks_of
 from fabnode.gcode.preflight import Problem
 from fabnode.gcode.scan import Scanner
 from fabnode.gcode.slicer import SlicerSettings, material_from_file, read_slicer_settings
@@ -33,6 +37,7 @@ __all__ = [
     "Analysis",
     "Problem",
     "SlicerSettings",
+    "analysis_of",
     "analyze_bytes",
     "analyze_file",
     "analyze_lines",
@@ -42,14 +47,28 @@ __all__ = [
 ]
 
 DEFAULT_PROFILE = MachineProfile()
+Taken = Mapping[str, tuple[array, array]]  # Scanner.take_series: name -> (file lines, running totals)
+
+
+class SeriesStore(Protocol):
+    """Where the per-line series go while a file is read (the node keeps them on disk, off the heap)."""
+
+    def add(self, taken: Taken) -> None:
+        """Append what Scanner.take_series handed out."""
+        ...
+
+    def views(self) -> Mapping[str, tuple[Sequence[int], Sequence[float]]]:
+        """Everything added, per series name, for the lookups of an Analysis."""
+        ...
 
 
 @dataclass(frozen=True)
 class _Series:
-    """A running total sampled where it changed: `cum[i]` holds from file line `lines[i]` on."""
+    """A running total sampled where it changed: `cum[i]` holds from file line `lines[i]` on (arrays,
+    or memoryviews over a file a SeriesStore keeps)."""
 
-    lines: array = field(default_factory=lambda: array("I"))
-    cum: array = field(default_factory=lambda: array("d"))
+    lines: Sequence[int] = field(default_factory=lambda: array("I"))
+    cum: Sequence[float] = field(default_factory=lambda: array("d"))
 
     def at(self, line_no: int) -> float:
         i = bisect_right(self.lines, line_no)
@@ -88,7 +107,7 @@ class Analysis:
     _filament: _Series = field(default_factory=_Series, repr=False, compare=False)
     _laser: _Series = field(default_factory=_Series, repr=False, compare=False)
     _time: _Series = field(default_factory=_Series, repr=False, compare=False)
-    _command_lines: array = field(default_factory=lambda: array("I"), repr=False, compare=False)
+    _command_lines: Sequence[int] = field(default_factory=lambda: array("I"), repr=False, compare=False)
 
     def filament_mm_at(self, line_no: int) -> float:
         """Net filament (mm) extruded by file lines 1..line_no; never below 0 (a first retraction
@@ -177,17 +196,22 @@ def analyze_bytes(
     *,
     file_material: bool = False,
     keep_material: Collection[str] = (),
+    reference: bool = False,
 ) -> tuple[Analysis, str]:
     """Analyse a file's bytes; also return the text exactly as analysed (byte-order mark dropped).
 
     The caller streams that same text, so what runs is what preflight checked. With `file_material`,
     a printer's filament type, density and diameter are the ones the slicer wrote into the file
     (fabnode.gcode.slicer), except the fields named in `keep_material` ("name", "density", "diameter":
-    what the user gave); `material_source` says which were used.
+    what the user gave); `material_source` says which were used. `reference`: the exact path only.
     """
-    scanner = Scanner(profile)
+    scanner = Scanner(profile) if reference else BulkScanner(profile)
     text = _text_of(data, scanner)
-    scanner.feed_lines(io.StringIO(text))
+    if isinstance(scanner, BulkScanner):
+        for chunk in chunks_of(data, 3 if data.startswith(b"\xef\xbb\xbf") else 0):
+            scanner.feed_chunk(chunk)
+    else:
+        scanner.feed_lines(io.StringIO(text))
     if not file_material or profile.kind == LASER:
         return _result(scanner), text
     found = read_slicer_settings(text)
@@ -201,11 +225,13 @@ def analyze_file(
     *,
     file_material: bool = False,
     keep_material: Collection[str] = (),
+    reference: bool = False,
 ) -> Analysis:
     """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error.
-    `file_material` and `keep_material` as in `analyze_bytes`."""
+    `file_material`, `keep_material` and `reference` as in `analyze_bytes`."""
     data = Path(path).read_bytes()
-    return analyze_bytes(data, profile, file_material=file_material, keep_material=keep_material)[0]
+    return analyze_bytes(data, profile, file_material=file_material, keep_material=keep_material,
+                         reference=reference)[0]  # fmt: skip
 
 
 def _text_of(data: bytes, scanner: Scanner) -> str:
@@ -224,14 +250,32 @@ def _text_of(data: bytes, scanner: Scanner) -> str:
     return text
 
 
+def analysis_of(scanner: Scanner, store: SeriesStore | None = None) -> Analysis:
+    """The Analysis of a scanner fed a whole file (its last step); with `store`, the per-line series
+    handed out along the way (Scanner.take_series) and the rest are kept there."""
+    return _result(scanner, store=store)
+
+
 def _result(
     scanner: Scanner,
     profile: MachineProfile | None = None,
     material_source: str = "machine",
     slicer: SlicerSettings | None = None,
     whole: bool = True,
+    store: SeriesStore | None = None,
 ) -> Analysis:
     scanner.finish()
+    if store is not None:
+        store.add(scanner.take_series())
+        views = store.views()
+        series = {name: _Series(*views[name]) for name in ("filament", "laser", "time")}
+        command_lines = views["commands"][0]
+    else:
+        planner = scanner.planner
+        series = {"filament": _Series(scanner.filament_lines, scanner.filament_cum),
+                  "laser": _Series(planner.laser_lines, planner.laser_cum),
+                  "time": _Series(planner.time_lines, planner.time_cum)}  # fmt: skip
+        command_lines = scanner.command_lines
     if whole and scanner.commands == 0:
         scanner.preflight.empty(scanner.lines)
     planner = scanner.planner
@@ -258,10 +302,10 @@ def _result(
         profile=profile,
         material_source=material_source,
         slicer=slicer,
-        _filament=_Series(scanner.filament_lines, scanner.filament_cum),
-        _laser=_Series(planner.laser_lines, planner.laser_cum),
-        _time=_Series(planner.time_lines, planner.time_cum),
-        _command_lines=scanner.command_lines,
+        _filament=series["filament"],
+        _laser=series["laser"],
+        _time=series["time"],
+        _command_lines=command_lines,
     )
 
 

@@ -60,6 +60,7 @@ class Scanner:
         self.filament_mm = 0.0
         self.filament_lines = array("I")
         self.filament_cum = array("d")
+        self.last_filament_line = 0  # kept when the series is handed out (take_series)
         self.spindle_on = False
         self.power = 0.0
         self.laser_mm = 0.0
@@ -138,11 +139,28 @@ class Scanner:
         if why is not None:
             self.preflight.grbl_refuses(line, code, why)
 
+    def take_series(self) -> dict[str, tuple[array, array]]:
+        """Hand out the per-line series gathered since the last call (name: (file lines, running totals))
+        and start them afresh, so a caller can keep them off the heap (fabnode.node.job_series)."""
+        planner = self.planner
+        taken = {
+            "filament": (self.filament_lines, self.filament_cum),
+            "laser": (planner.laser_lines, planner.laser_cum),
+            "time": (planner.time_lines, planner.time_cum),
+            "commands": (self.command_lines, array("d")),
+        }
+        if self.filament_lines:
+            self.last_filament_line = self.filament_lines[-1]
+        self.filament_lines, self.filament_cum, self.command_lines = array("I"), array("d"), array("I")
+        planner.laser_lines, planner.laser_cum = array("I"), array("d")
+        planner.time_lines, planner.time_cum = array("I"), array("d")
+        return taken
+
     def finish(self) -> None:
         """The file ended: the machine finishes its queued moves."""
         self.planner.sync()
         if self.filament_mm < -1e-6:  # below rounding noise: the file retracts more than it extrudes
-            line = self.filament_lines[-1] if self.filament_lines else self.lines
+            line = self.filament_lines[-1] if self.filament_lines else self.last_filament_line or self.lines
             self.preflight.negative_extrusion(line, self.filament_mm)
 
     # --- moves ----------------------------------------------------------------------------------

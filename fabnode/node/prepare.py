@@ -3,8 +3,9 @@
 Only a regular file up to `[machine] max_job_mb` is read, and its size is checked before the first byte
 (`fabnode print /dev/zero` once grew the daemon to 9 GB). The file is read in blocks of
 fabnode.node.job_file.BLOCK_BYTES: each block is hashed, split into lines and fed to the analysis, so memory
-stays flat in the file's size (but the analysis's per-line figures) and no single step holds the
-interpreter long (the controller thread runs between blocks: the e-stop stays prompt). What runs
+stays flat in the file's size (the analysis's per-line figures go to files: fabnode.node.job_series)
+and no single step holds the interpreter long (the controller thread runs between blocks: the e-stop
+stays prompt). What runs
 later is read from disk again by fabnode.node.job_file.JobFile, block by block, checked against the
 digests kept here: the bytes checked are the bytes run. Runs on a worker thread, never the
 controller's.
@@ -13,7 +14,6 @@ controller's.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import threading
@@ -25,9 +25,10 @@ from typing import Any
 
 from fabnode.gcode import analysis as gcode_analysis
 from fabnode.gcode.analysis import Analysis
-from fabnode.gcode.scan import Scanner
+from fabnode.gcode.bulk_scan import BulkScanner
 from fabnode.machine.profile import MachineProfile
 from fabnode.node.job_file import BLOCK_BYTES, BOM, JobFile, block_reader, line_chunks
+from fabnode.node.job_series import SeriesFiles
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024  # [machine] max_job_mb's default
 Progress = Callable[[int, int], None]  # (bytes read, bytes in the file)
@@ -112,7 +113,8 @@ class _TooLarge(Exception):
 
 def _read(path: Path, fd: int, size: int, profile: MachineProfile, max_bytes: int,
           progress: Progress | None) -> Preflight:  # fmt: skip
-    scanner = Scanner(profile)
+    scanner = BulkScanner(profile)
+    series = SeriesFiles()
     whole = hashlib.sha256()
     digests: list[bytes] = []
     read = 0
@@ -133,11 +135,12 @@ def _read(path: Path, fd: int, size: int, profile: MachineProfile, max_bytes: in
     offset, text_checked = (len(BOM) if os.pread(fd, len(BOM), 0) == BOM else 0), False
     try:
         for chunk in line_chunks(blocks()):
+            bad, why = -1, ""
             try:
-                text = chunk.decode("utf-8")
-                bad, why = -1, ""
+                if not chunk.isascii():
+                    chunk.decode("utf-8")
             except UnicodeDecodeError as exc:
-                text, bad = chunk.decode("utf-8", errors="replace"), exc.start
+                bad = exc.start
                 why = f"byte 0x{chunk[bad]:02x} at offset {offset + bad} is not UTF-8 text"
             nul = chunk.find(b"\0")
             if nul >= 0 and (bad < 0 or nul < bad):
@@ -145,12 +148,12 @@ def _read(path: Path, fd: int, size: int, profile: MachineProfile, max_bytes: in
             if bad >= 0 and not text_checked:  # reported once, at the first such line (as analyze_bytes)
                 text_checked = True
                 scanner.preflight.not_text(scanner.lines + chunk.count(b"\n", 0, bad) + 1, why)
-            scanner.feed_lines(io.StringIO(text))
+            scanner.feed_chunk(chunk)
+            series.add(scanner.take_series())  # the per-line figures go to disk as they come
             offset += len(chunk)
     except _TooLarge:
         return _refused(path, f"grew while it was read: {too_large(read, max_bytes)}", read)
-    # The analysis's own finishing step (fabnode.gcode.analysis has no public one for a Scanner yet).
-    analysis = gcode_analysis._result(scanner)
+    analysis = gcode_analysis.analysis_of(scanner, series)
     problems = [f"line {p.line}: {p.message}" for p in analysis.problems]
     if analysis.commands == 0 and not problems:
         problems.append("the file holds no G-code command")
