@@ -166,9 +166,9 @@ def test_laser_grid_burns_the_grid_and_records_the_chosen_cell(laser_config: Pat
                         "--interval", "1", "--cell", "3,1", "--yes")
         assert result.exit_code == 0, result.output
         assert sim.executed[0] == "$$"
-        first_burns = [c for c in sim.executed if c.startswith("G1") and " F" in c]
+        first_burns = [c for c in sim.executed if c.startswith("G1") and "F" in c]  # sent compact
         # the first line of each cell: rows are feeds, columns powers, cells 5 mm + 2 mm gap apart
-        cells = [f"G1 X{x} F{f} S{s}" for f in (500, 1000, 2000) for x, s in ((5, 300), (12, 600))]
+        cells = [f"G1X{x}F{f}S{s}" for f in (500, 1000, 2000) for x, s in ((5, 300), (12, 600))]
         assert first_burns == cells
         assert sim.stats.laser_on_s > 0
     material = load_config(laser_config).materials["plywood-3mm"]

@@ -44,7 +44,7 @@ def test_grbl_banner_order_errors_and_exit_code(grbl: SimFactory) -> None:
     assert after(result.stdout, "?").startswith("<Idle|MPos:5.000,0.000,0.000")  # after the G0, not before
     assert after(result.stdout, "G1 X1 Y1").strip() == "error:22 (feed rate has not been set or is undefined)"
     assert result.returncode == 1  # the last command was refused
-    assert sim.executed == ["G0 X5"]  # type: ignore[attr-defined]
+    assert sim.executed == ["G0X5"]  # type: ignore[attr-defined]  # sent compact
 
 
 @pytest.mark.timeout(30)

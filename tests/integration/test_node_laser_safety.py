@@ -50,7 +50,7 @@ def test_jobs_wait_for_a_technician_while_laser_mode_is_off(tmp_path: Path, job:
         refused = _print(node, job)
         assert refused["ok"] is False
         assert "GRBL laser mode is off ($32=0): a technician sets $32=1" in str(refused["error"])
-        assert node.parts.simulator is not None and "M4 S800" not in node.parts.simulator.executed
+        assert node.parts.simulator is not None and "M4S800" not in node.parts.simulator.executed
         node.tap(MEMBER_UID)  # the member leaves; a technician fixes the setting through the node
         wait_until(lambda: status(node)["state"] == "locked", 30, "the machine locks")
         assert node.tap(TECH_UID)["granted"]

@@ -52,20 +52,21 @@ def started(lines: list[str], **kw: object) -> GrblHost:
 
 
 def test_window_holds_at_most_the_receive_buffer_and_refills_per_ok() -> None:
-    job = [f"G1 X{i:03d} Y{i:03d} S1000 F9" for i in range(20)]
-    assert {len(line) + 1 for line in job} == {22}  # bytes each with "\n"
+    job = [f"G1 X{1000 + i} Y{1000 + i} S1000 F900" for i in range(20)]
+    wire = [line.replace(" ", "") for line in job]  # GRBL drops the blanks itself: they go no more
+    assert {len(line) + 1 for line in wire} == {22}  # bytes each with "\n" (26 as written)
     host = started(job)
     first = host.data_to_send(0.0)
     assert first.startswith(b"?")  # the first status poll
     sent = lines_of(first)
-    assert sent == job[:5]  # 5 * 22 = 110 <= 128; a 6th would make 132
+    assert sent == wire[:5]  # 5 * 22 = 110 <= 128; a 6th would make 132
     assert host.data_to_send(0.01) == b""  # window full: nothing more
     host.receive(b"ok\r\n", 0.02)
-    assert lines_of(host.data_to_send(0.02)) == [job[5]]
+    assert lines_of(host.data_to_send(0.02)) == [wire[5]]
 
 
 def test_window_fills_to_exactly_the_buffer_size_never_beyond() -> None:
-    job = ["G1 X" + "1" * 59, "G1 Y" + "2" * 59, "M5"]  # 64 + 64 = 128 bytes, then 3 more
+    job = ["G1X" + "1" * 60, "G1Y" + "2" * 60, "M5"]  # 64 + 64 = 128 bytes, then 3 more
     host = started(job)
     assert lines_of(host.data_to_send(0.0)) == job[:2]
     host.receive(b"ok\r\n", 0.1)
@@ -73,9 +74,9 @@ def test_window_fills_to_exactly_the_buffer_size_never_beyond() -> None:
 
 
 def test_receive_buffer_size_is_configurable() -> None:
-    job = ["G0 X1", "G0 X2", "G0 X3", "G0 X4", "G0 X5"]  # 6 bytes each
+    job = ["G0 X1", "G0 X2", "G0 X3", "G0 X4", "G0 X5"]  # 5 bytes each on the wire: `G0X1\n`
     host = started(job, rx_buffer_bytes=13)
-    assert lines_of(host.data_to_send(0.0)) == job[:2]
+    assert lines_of(host.data_to_send(0.0)) == ["G0X1", "G0X2"]
 
 
 def test_line_longer_than_the_buffer_fails_the_job_naming_the_file_line() -> None:
@@ -99,7 +100,7 @@ def test_line_longer_than_the_buffer_fails_the_job_naming_the_file_line() -> Non
 
 def test_settings_line_waits_for_all_acks_goes_alone_and_blocks_until_its_ok() -> None:
     host = started(["G0 X1", "G0 X2", "$32=1", "G0 X3"])
-    assert lines_of(host.data_to_send(0.0)) == ["G0 X1", "G0 X2"]
+    assert lines_of(host.data_to_send(0.0)) == ["G0X1", "G0X2"]
     host.receive(b"ok\r\n", 0.1)
     assert host.data_to_send(0.1) == b""  # G0 X2 still in flight
     host.receive(b"ok\r\n", 0.2)
@@ -107,7 +108,7 @@ def test_settings_line_waits_for_all_acks_goes_alone_and_blocks_until_its_ok() -
     host.receive(b"<Idle|MPos:0.000,0.000,0.000|FS:0,0>\r\n", 0.3)
     assert host.data_to_send(0.5) == b""  # no line and no `?` during an EEPROM write
     host.receive(b"ok\r\n", 0.6)
-    assert lines_of(host.data_to_send(0.6)) == ["G0 X3"]
+    assert lines_of(host.data_to_send(0.6)) == ["G0X3"]
 
 
 def test_homing_in_a_job_is_alone_but_still_polled() -> None:
@@ -115,7 +116,7 @@ def test_homing_in_a_job_is_alone_but_still_polled() -> None:
     assert host.data_to_send(0.0) == b"?$H\n"
     assert host.data_to_send(0.25) == b"?"  # homing takes long: status reports keep it alive
     host.receive(b"ok\r\n", 0.3)
-    assert lines_of(host.data_to_send(0.3)) == ["G0 X1"]
+    assert lines_of(host.data_to_send(0.3)) == ["G0X1"]
 
 
 # -- real-time bytes ----------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_comment_with_realtime_chars_never_reaches_the_wire() -> None:
     job = ["G0 X1 (stop! now?)", "; resume~ please!", "G1 X2 ; hold!", "(é ~) G1 X3"]
     host = started(job)
     wire = host.data_to_send(0.0)
-    assert wire == b"?G0 X1\nG1 X2\nG1 X3\n"
+    assert wire == b"?G0X1\nG1X2\nG1X3\n"
 
 
 # -- status reports -----------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_error_on_a_job_line_fails_the_job_with_meaning_and_file_line_and_stops_
     job = ["; engrave", "G21", "G5 X1", "G0 X2", "G0 X3"] + [f"G1 X{i}" for i in range(40)]
     host = started(job)
     sent = lines_of(host.data_to_send(0.0))
-    assert sent[:3] == ["G21", "G5 X1", "G0 X2"]
+    assert sent[:3] == ["G21", "G5X1", "G0X2"]
     events = host.receive(b"ok\r\nerror:20\r\n", 0.1)
     assert of_type(events, JobFailed) == []  # not yet: the moves GRBL already holds must not run
     assert host.data_to_send(0.1) == b"!?"  # feed hold first, beam still under GRBL's control
@@ -261,7 +262,7 @@ def test_manual_error_is_a_failed_reply_and_commands_go_one_at_a_time() -> None:
     events = host.receive(b"$0=10\r\n$32=1\r\nok\r\n", 0.1)
     assert CommandReply("$$", ("$0=10", "$32=1", "ok"), True) in events
     assert FirmwareMessage("$32=1") in events
-    assert host.data_to_send(0.2) == b"G0 X1\n"
+    assert host.data_to_send(0.2) == b"G0X1\n"
     (reply,) = host.receive(b"error:9\r\n", 0.3)
     assert reply == CommandReply("G0 X1 ; jog a bit", ("error:9",), False)
 
@@ -269,7 +270,7 @@ def test_manual_error_is_a_failed_reply_and_commands_go_one_at_a_time() -> None:
 def test_manual_commands_wait_for_the_job_to_end() -> None:
     host = started(["G0 X1"])
     host.send_command("$G")
-    assert lines_of(host.data_to_send(0.0)) == ["G0 X1"]
+    assert lines_of(host.data_to_send(0.0)) == ["G0X1"]
     host.receive(b"ok\r\n", 0.1)
     assert host.data_to_send(0.1) == b"$G\n"
 
@@ -285,13 +286,13 @@ def test_blank_manual_command_is_refused() -> None:
 def test_line_acked_counts_file_lines_and_cumulative_bytes_then_completes() -> None:
     job = ["; header", "", "G21", "(set power)", "M4 S500", "G1 X10 F600 ; cut", "M5", "; end"]
     host = started(job)
-    assert lines_of(host.data_to_send(0.0)) == ["G21", "M4 S500", "G1 X10 F600", "M5"]
+    assert lines_of(host.data_to_send(0.0)) == ["G21", "M4S500", "G1X10F600", "M5"]
     events = host.receive(b"ok\r\nok\r\nok\r\nok\r\n", 0.1)
-    assert of_type(events, LineAcked) == [
-        LineAcked(3, 1, 4), LineAcked(5, 2, 12), LineAcked(6, 3, 24), LineAcked(7, 4, 27)
+    assert of_type(events, LineAcked) == [  # the bytes that went on the wire: 4, 7, 10, 3
+        LineAcked(3, 1, 4), LineAcked(5, 2, 11), LineAcked(6, 3, 21), LineAcked(7, 4, 24)
     ]
-    assert of_type(events, JobCompleted) == [JobCompleted(4, 27, 0)]
-    assert events[-2:] == [JobStateChanged(JobState.COMPLETED), JobCompleted(4, 27, 0)]
+    assert of_type(events, JobCompleted) == [JobCompleted(4, 24, 0)]
+    assert events[-2:] == [JobStateChanged(JobState.COMPLETED), JobCompleted(4, 24, 0)]
     assert host.job_state == JobState.COMPLETED and host.next_deadline() is None
 
 
@@ -334,7 +335,8 @@ def test_pause_holds_and_stops_lines_resume_carries_on() -> None:
     host.resume(1.0)
     wire = host.data_to_send(1.0)
     assert wire.startswith(b"~")
-    assert lines_of(wire) == job[len(in_flight) : len(in_flight) + 2]  # two answered while held
+    expected = [line.replace(" ", "") for line in job[len(in_flight) : len(in_flight) + 2]]
+    assert lines_of(wire) == expected  # two answered while held
 
 
 def test_resume_repeats_cycle_start_while_grbl_still_holds() -> None:

@@ -39,7 +39,7 @@ def lines_of(wire: bytes) -> list[str]:
 
 
 def test_settings_are_asked_once_after_the_banner_and_a_job_waits_for_the_answer() -> None:
-    host = GrblHost(check_laser_mode=True, rx_buffer_bytes=24)
+    host = GrblHost(check_laser_mode=True, rx_buffer_bytes=20)
     host.receive(BANNER, 0.0)
     host.start_job(["G1 X1 S100 F600", "G1 X2", "G1 X3"], 0.0)  # started before the answer came
     assert host.data_to_send(0.0) == b"?$$\n"  # alone: no job line while GRBL prints its settings
@@ -49,12 +49,12 @@ def test_settings_are_asked_once_after_the_banner_and_a_job_waits_for_the_answer
     assert of_type(events, LaserMode) == [LaserMode(True, "$32=1", 1000.0)]
     assert of_type(events, FirmwareMessage) == []  # our own query is read, not logged line by line
     assert of_type(events, LineAcked) == []  # the `ok` answered `$$`, not a job line
-    # character counting starts clean: 16 + 6 bytes in the 24-byte window, the third line waits
-    assert lines_of(host.data_to_send(0.2)) == ["G1 X1 S100 F600", "G1 X2"]
+    # character counting starts clean: 13 + 5 bytes in the 20-byte window, the third line waits
+    assert lines_of(host.data_to_send(0.2)) == ["G1X1S100F600", "G1X2"]
     events = host.receive(b"ok\r\nok\r\n", 0.3)
     assert [e.line_no for e in of_type(events, LineAcked)] == [1, 2]
-    assert lines_of(host.data_to_send(0.3)) == ["G1 X3"]
-    assert of_type(host.receive(b"ok\r\n", 0.4), JobCompleted) == [JobCompleted(3, 28, 0)]
+    assert lines_of(host.data_to_send(0.3)) == ["G1X3"]
+    assert of_type(host.receive(b"ok\r\n", 0.4), JobCompleted) == [JobCompleted(3, 23, 0)]
 
 
 def test_laser_mode_off_is_reported_and_asked_again_after_every_reset() -> None:
@@ -121,7 +121,7 @@ def test_door_hold_sends_0x84_and_is_paused_only_in_a_door_state() -> None:
     events = host.receive(b"<Door:3|MPos:3,0,0|FS:0,500>\r\n", 0.6)  # GRBL restores the beam, then runs
     assert b"~" not in host.data_to_send(0.6)  # Door:3 is the resume under way
     events += host.receive(b"<Run|MPos:4,0,0|FS:600,500>\r\n", 0.7)
-    assert of_type(events, JobCompleted) == [JobCompleted(3, 31, 0)]
+    assert of_type(events, JobCompleted) == [JobCompleted(3, 26, 0)]  # 14 + 6 + 6 bytes went
 
 
 def test_door_hold_during_a_feed_hold_still_sends_the_door_and_resume_repeats_until_it_closes() -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from drivers.events import Event, JobCompleted, JobState, LineAcked
 from drivers.gcode_text import strip_for_wire
 from drivers.grbl.host import GrblHost
+from tests.unit.test_grbl_lines import as_grbl_reads
 
 RX_BUFFER = 128
 REALTIME = {ord("?"), ord("!"), ord("~"), 0x18}
@@ -147,6 +148,12 @@ def cleaned(lines: list[str]) -> list[tuple[int, str]]:
     return [(n, c) for n, raw in enumerate(lines, 1) if (c := strip_for_wire(raw, paren_comments=True))]
 
 
+def assert_grbl_read_the_job(executed: list[str], expected: list[str]) -> None:
+    """GRBL took every command of the job, each as it would the file's line, none in more bytes."""
+    assert [as_grbl_reads(t) for t in executed] == [as_grbl_reads(t) for t in expected]
+    assert all(len(e) <= len("".join(x.split())) for e, x in zip(executed, expected, strict=True))
+
+
 def run(lines: list[str], rng: random.Random, pauses: bool) -> tuple[GrblModel, list[Event]]:
     """Drive host and model in a random interleaving, then to the end."""
     host, model = GrblHost(no_answer_after_s=1e9), GrblModel()
@@ -185,21 +192,21 @@ def run(lines: list[str], rng: random.Random, pauses: bool) -> tuple[GrblModel, 
 def test_executed_commands_equal_the_jobs_cleaned_commands(lines: list[str], rng: random.Random) -> None:
     model, events = run(lines, rng, pauses=False)
     expected = cleaned(lines)
-    assert model.executed == [text for _, text in expected]
+    assert_grbl_read_the_job(model.executed, [text for _, text in expected])
     assert model.dropped == 0 and model.max_unanswered_bytes <= RX_BUFFER
     assert model.violations == []
     assert set(model.realtime) <= {ord("?")}  # no `!`, `~` or reset ever leaked from a comment
     acked = [e for e in events if isinstance(e, LineAcked)]
     assert [a.line_no for a in acked] == [n for n, _ in expected]
     done = [e for e in events if isinstance(e, JobCompleted)]
-    assert done == [JobCompleted(len(expected), sum(len(t) + 1 for _, t in expected), 0)]
+    assert done == [JobCompleted(len(expected), sum(len(t) + 1 for t in model.executed), 0)]
 
 
 @settings(deadline=None, max_examples=60)
 @given(lines=jobs, rng=st.randoms(use_true_random=False))
 def test_pause_and_resume_lose_and_repeat_nothing(lines: list[str], rng: random.Random) -> None:
     model, events = run(lines, rng, pauses=True)
-    assert model.executed == [text for _, text in cleaned(lines)]
+    assert_grbl_read_the_job(model.executed, [text for _, text in cleaned(lines)])
     assert model.dropped == 0 and model.max_unanswered_bytes <= RX_BUFFER
     assert model.violations == []
     assert any(isinstance(e, JobCompleted) for e in events)
