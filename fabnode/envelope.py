@@ -4,6 +4,8 @@
 Topics: `<prefix>/v1/<lab>/<machine>/<kind>` with kind one of status, state, session, job, event;
 the region's end-to-end acknowledgement is retained on `<prefix>/region/v1/<lab>/<machine>/ack`.
 At the region broker a node is the user `<lab>.<machine>` (`broker_user`; its ACL block: `node_acl`).
+The nodes of a lab share their sealed directory on `<prefix>/lab/v1/<lab>/directory/<kind>/<node>`
+(`directory_topic`; kind entries or snapshot), which the region's users cannot read.
 
 Every message is one JSON object (UTF-8, at most MAX_MESSAGE_BYTES):
 `schema` ("fabnode.job"), `version` (1), `id` (the outbox msg_id, the same on every resend),
@@ -41,6 +43,8 @@ __all__ = [
     "broker_user",
     "build_ack",
     "build_envelope",
+    "directory_subscription",
+    "directory_topic",
     "encode_envelope",
     "load_schema",
     "loads_finite",
@@ -157,10 +161,32 @@ def broker_user(lab: str, machine: str) -> str:
 
 
 def node_acl(prefix: str, lab: str, machine: str) -> str:
-    """The node's block of the broker's ACL file: write its own topics, read its own ack, nothing else."""
-    return (f"user {broker_user(lab, machine)}\n"
+    """The node's block of the broker's ACL file: write its own topics, read its own ack and its lab's
+    directory, write its own directory topics; nothing else."""
+    user = broker_user(lab, machine)
+    return (f"user {user}\n"
             f"topic write {prefix}/v1/{lab}/{machine}/#\n"
-            f"topic read {ack_topic(prefix, lab, machine)}\n")  # fmt: skip
+            f"topic read {ack_topic(prefix, lab, machine)}\n"
+            f"topic read {directory_subscription(prefix, lab)}\n"
+            f"topic write {directory_topic(prefix, lab, 'entries', user)}\n"
+            f"topic write {directory_topic(prefix, lab, 'snapshot', user)}/+\n")  # fmt: skip
+
+
+DIRECTORY_KINDS = ("entries", "snapshot")
+
+
+def directory_topic(prefix: str, lab: str, kind: str, node: str) -> str:
+    """`<prefix>/lab/v1/<lab>/directory/<kind>/<node>`: a node's sealed entries, or the parent of its
+    retained snapshot's parts (`.../snapshot/<node>/<part>`)."""
+    if kind not in DIRECTORY_KINDS:
+        raise EnvelopeError(f"unknown directory topic kind {kind!r}: expected "
+                            f"{' or '.join(DIRECTORY_KINDS)}")  # fmt: skip
+    return f"{prefix}/lab/v1/{lab}/directory/{kind}/{node}"
+
+
+def directory_subscription(prefix: str, lab: str) -> str:
+    """What every node of a lab subscribes to: its lab's directory topics (every node's)."""
+    return f"{prefix}/lab/v1/{lab}/directory/#"
 
 
 def node_subscription(prefix: str) -> str:

@@ -31,6 +31,10 @@ usage: install-pi.sh [options]            install or update fabnode (as root)
                     kind in an existing /etc/fabnode/fabnode.toml, else printer
   --technician USER add USER to the fabnode group (may be repeated)
   --python PY       the Python (>= 3.11) for the venv (default python3)
+  --fab-manager-url URL
+                    import the trainings of the lab's Fab-manager at URL every hour: installs and
+                    enables fabnode-lab-sync.timer (README.md, "Fab-manager"); an update without
+                    it keeps a timer installed before
   --uninstall       remove the service, venv, symlink, udev rules and profile snippet
   --purge           with --uninstall: also remove /etc/fabnode, /var/lib/fabnode (the usage log!),
                     /srv/fabnode and the fabnode user
@@ -40,7 +44,7 @@ EOF
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${FABNODE_ROOT:-${DESTDIR:-}}
 DRY=0 NO_SYSTEMD=0 NO_PIP=0 NO_APT=0 UNINSTALL=0 PURGE=0
-EXTRA="" MACHINE="" PYTHON=python3
+EXTRA="" MACHINE="" PYTHON=python3 FAB_MANAGER_URL=""
 TECHNICIANS=()
 MODEL_FILE=${FABNODE_MODEL_FILE:-/proc/device-tree/model}
 
@@ -48,6 +52,7 @@ MODEL_FILE=${FABNODE_MODEL_FILE:-/proc/device-tree/model}
 ETC=/etc/fabnode STATE=/var/lib/fabnode SRV=/srv/fabnode VENV=/opt/fabnode
 SHARE=/opt/fabnode/share/fabnode BIN=/usr/local/bin/fabnode
 UNIT=/etc/systemd/system/fabnode.service PROFILE=/etc/profile.d/fabnode.sh
+SYNC_UNITS=(fabnode-lab-sync.service fabnode-lab-sync.timer) SYNC_ENV=/etc/fabnode/fab-manager.env
 UDEV_DIR=/etc/udev/rules.d MODPROBE=/etc/modprobe.d/fabnode-nfc-blacklist.conf
 UDEV_RULES=(99-fabnode-serial.rules 99-fabnode-nfc.rules)
 USER_NAME=fabnode
@@ -68,6 +73,7 @@ parse_args() {
             --machine) MACHINE=${2:?--machine needs printer or laser}; shift ;;
             --technician) TECHNICIANS+=("${2:?--technician needs a user name}"); shift ;;
             --python) PYTHON=${2:?--python needs a path}; shift ;;
+            --fab-manager-url) FAB_MANAGER_URL=${2:?--fab-manager-url needs a URL}; shift ;;
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
             -h|--help) usage; exit 0 ;;
@@ -78,6 +84,8 @@ parse_args() {
     case $MACHINE in ""|printer|laser) ;; *) die "--machine $MACHINE: use printer or laser" ;; esac
     case $EXTRA in ""|pi|pi5|none) ;; *) die "--extra $EXTRA: use pi, pi5 or none" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge goes with --uninstall"
+    case $FAB_MANAGER_URL in ""|http://?*|https://?*) ;; *) die "--fab-manager-url $FAB_MANAGER_URL: use https://HOST" ;; esac
+    case $FAB_MANAGER_URL in *[[:space:]\"\'\\\$]*) die "--fab-manager-url: no spaces, quotes, \\ or \$" ;; esac
     ROOT=${ROOT%/}
     if [ -n "$ROOT" ]; then
         [ "${ROOT:0:1}" = / ] || ROOT="$PWD/$ROOT"
@@ -318,6 +326,7 @@ system_files() {
     run install -m 0644 "$SRC/systemd/fabnode-nfc-blacklist.conf" "$ROOT$MODPROBE"
     run install -m 0644 "$SRC/systemd/fabnode.service" "$ROOT$UNIT"
     profile_snippet
+    lab_sync_files
     # What this install shipped, for the next one to tell edited files from old ones.
     run install -d -m 0755 "$ROOT$SHARE" "$ROOT$SHARE/examples"
     # The unit's ExecStopPost= runs it: the relay off whenever the daemon ends.
@@ -327,6 +336,22 @@ system_files() {
     run install -m 0644 "$SRC/config/fabnode-printer.toml" "$SRC/config/fabnode-laser.toml" \
         "$SRC/config/members-example.csv" "$ROOT$SHARE/examples/"
     [ ! -e "$SRC/README.md" ] || run install -m 0644 "$SRC/README.md" "$ROOT$SHARE/"
+}
+
+# The Fab-manager sync (--fab-manager-url, or kept from an earlier install): its units and its URL.
+lab_sync_files() {
+    [ -n "$FAB_MANAGER_URL" ] || [ -e "$ROOT/etc/systemd/system/${SYNC_UNITS[1]}" ] || return 0
+    local unit tmp
+    for unit in "${SYNC_UNITS[@]}"; do
+        run install -m 0644 "$SRC/systemd/$unit" "$ROOT/etc/systemd/system/$unit"
+    done
+    [ -n "$FAB_MANAGER_URL" ] || return 0
+    tmp=$(mktemp)
+    printf '# written by make install --fab-manager-url; read by fabnode-lab-sync.service\nFAB_MANAGER_URL=%s\n' \
+        "$FAB_MANAGER_URL" >"$tmp"
+    cmp -s "$tmp" "$ROOT$SYNC_ENV" 2>/dev/null || run install -m 0640 "$tmp" "$ROOT$SYNC_ENV"
+    rm -f "$tmp"
+    own root:"$USER_NAME" "$ROOT$SYNC_ENV"
 }
 
 profile_snippet() {
@@ -375,6 +400,11 @@ check_and_enable() {
         return 1
     fi
     systemctl_ enable fabnode.service
+    if [ -n "$FAB_MANAGER_URL" ]; then
+        systemctl_ enable fabnode-lab-sync.timer
+        say "Fab-manager sync every hour: put the OpenAPI client's token in $ETC/fab-manager.token and the map"
+        say "  in $ETC/fab-manager-machines.toml (both 0640 root:$USER_NAME), then: sudo systemctl start fabnode-lab-sync.timer"
+    fi
     if cmp -s "$config" "$SRC/config/fabnode-$MACHINE.toml"; then
         say "$ETC/fabnode.toml is still the example: set [node], [serial] port and [gpio] first"
     fi
@@ -427,6 +457,8 @@ uninstall_all() {
         # Stopping cancels a running job the safe way (heaters off) and records it.
         try systemctl_ disable --now fabnode.service
     fi
+    if [ -e "$ROOT/etc/systemd/system/${SYNC_UNITS[1]}" ]; then try systemctl_ disable --now "${SYNC_UNITS[1]}"; fi
+    remove "${SYNC_UNITS[@]/#/$ROOT/etc/systemd/system/}"
     remove "$ROOT$UNIT" "$ROOT$PROFILE" "$ROOT$MODPROBE" "${UDEV_RULES[@]/#/$ROOT$UDEV_DIR/}"
     # Only our own symlink: a fabnode installed some other way stays.
     if [ -L "$ROOT$BIN" ] && [ "$(readlink "$ROOT$BIN")" = "$VENV/bin/fabnode" ]; then remove "$ROOT$BIN"; fi

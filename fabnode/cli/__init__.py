@@ -33,6 +33,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sim": ("sim", "Run a simulated printer or laser on a pseudo-terminal."),
     "config": ("config_cmd", "Check the node's TOML config."),
     "members": ("members", "Members, their badges and the machines they are trained on."),
+    "lab": ("lab", "What the lab's nodes share: moving the lab secret; trainings from Fab-manager."),
     "usage": ("usage", "Jobs and sessions from the usage log, and totals."),
     "web": ("web", "The node's HTTP API for slicers (OctoPrint's): the lab key."),
     "telemetry": ("telemetry", "The node's telemetry to the region's MQTT broker."),

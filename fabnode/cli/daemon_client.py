@@ -109,4 +109,6 @@ def _troubles(s: dict[str, Any]) -> list[str]:
     config = s.get("config") or {}
     if config.get("after_job"):
         lines.append("  config     new serial settings apply after the job")
+    if why := (s.get("directory") or {}).get("only_technicians"):
+        lines.append(f"  directory  {why}")
     return lines

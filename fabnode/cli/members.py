@@ -1,13 +1,20 @@
 """`fabnode members ...`: add and remove members, their badges and their trainings.
 
 Badges are stored as keyed hashes only; nothing here prints a badge UID (listings show the first
-8 characters of the hash, enough to tell two badges apart).
+8 characters of the hash, enough to tell two badges apart). Every change goes through the lab
+directory (fabnode.directory.members): applied here at once, and published to the lab's other nodes
+by the daemon.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import sqlite3
 import sys
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -18,8 +25,10 @@ import typer
 
 from fabnode.cli import exits
 from fabnode.cli.usage import StateDirOption, open_existing_log, parse_day
+from fabnode.directory import members as lab_members
+from fabnode.directory.store import LabDirectory
+from fabnode.envelope import NAME
 from fabnode.paths import ensure_state_dir, resolve_state_dir, secret_file_path, usage_db_path
-from fabnode.records import api_keys
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog, UsageLogError
 from fabnode.tables import render_table
@@ -52,6 +61,9 @@ def lab_context(state_dir: Path | None, need_secret: bool = True, may_start: boo
         exits.fail(_no_lab(folder, adding=may_start), exits.FAILED)
     try:
         if need_secret and not secret_file.exists():
+            if not may_start:  # a change signed with a fresh secret would reach no node of the lab
+                exits.fail(f"no lab secret at {secret_file}: import the lab's "
+                           "(`fabnode lab secret --import`)", exits.FAILED)  # fmt: skip
             ensure_state_dir(folder)
             exits.error(f"starting a new lab: its secret is {secret_file} (copy it to every node of the lab)")
         secret = access.load_secret(secret_file) if need_secret else b""
@@ -59,6 +71,36 @@ def lab_context(state_dir: Path | None, need_secret: bool = True, may_start: boo
             yield log, secret
     except (access.AccessError, UsageLogError, OSError) as exc:
         exits.fail(str(exc), exits.FAILED)
+
+
+@contextmanager
+def directory_context(state_dir: Path | None, may_start: bool = False,
+                      new_lab: bool = False) -> Iterator[tuple[LabDirectory, bytes]]:  # fmt: skip
+    """The lab directory of this node's usage log, and the lab's secret (errors as lab_context's)."""
+    with lab_context(state_dir, may_start=may_start, new_lab=new_lab) as (log, secret):
+        lab, node = _identity(log)
+        try:
+            directory = LabDirectory.open(log.db, secret, node, lab, remember=False)
+            lab_members.adopt_local_members(directory, now=datetime.now(UTC))
+            yield directory, secret
+        except (ValueError, sqlite3.DatabaseError) as exc:  # AccessError is a ValueError too
+            exits.fail(str(exc), exits.FAILED)
+
+
+def _identity(log: UsageLog) -> tuple[str, str]:
+    """The lab and node ids changes are stamped with: the node's config ($FABNODE_CONFIG), else what
+    the daemon last used, else this host's name (the lab id is the daemon's when it publishes)."""
+    with contextlib.suppress(OSError, tomllib.TOMLDecodeError, AttributeError, TypeError):
+        node = tomllib.loads(Path(os.environ.get("FABNODE_CONFIG", "")).read_text())["node"]
+        lab, machine = node["lab"], node["machine"]
+        if NAME.match(lab) and NAME.match(machine):
+            return lab, f"{lab}.{machine}"
+    with contextlib.suppress(KeyError):
+        remembered = LabDirectory.identity(log.db)
+        if remembered is not None:
+            return remembered
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:60] or "host"
+    return "lab", f"cli@{host}"
 
 
 def _no_lab(folder: Path, adding: bool) -> str:
@@ -115,13 +157,18 @@ def register(app: typer.Typer) -> None:
         role: Annotated[
             str, typer.Option("--role", help="member or technician (uses every machine).")
         ] = "member",
+        email: Annotated[str | None, typer.Option(
+            "--email", help="Their e-mail, as Fab-manager knows it (to match its trainings).")] = None,
+        fab_manager_id: Annotated[int | None, typer.Option(
+            "--fab-manager-id", min=1, help="Their Fab-manager user id.")] = None,
         state_dir: StateDirOption = None,
         new_lab: NewLabOption = False,
     ) -> None:
         """Add a member with their badge (a removed member of that name is re-admitted)."""
         uid = _read_badge(badge)
-        with lab_context(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
-            access.add_member(log.db, secret, name, uid, role, now=datetime.now(UTC))
+        with directory_context(state_dir, may_start=True, new_lab=new_lab) as (directory, secret):
+            lab_members.add_member(directory, secret, name, uid, role, now=datetime.now(UTC), email=email,
+                                   fab_manager_id=fab_manager_id)  # fmt: skip
             prefix = access.badge_hash(secret, uid)[:8]
         typer.echo(f"added {role} {name.strip()!r}, badge {prefix}")
 
@@ -133,19 +180,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Give a member a new badge; the old one stops working."""
         uid = _read_badge(badge)
-        with lab_context(state_dir) as (log, secret):
-            access.set_badge(log.db, secret, name, uid)
+        with directory_context(state_dir) as (directory, secret):
+            lab_members.set_badge(directory, secret, name, uid, now=datetime.now(UTC))
             prefix = access.badge_hash(secret, uid)[:8]
         typer.echo(f"{name.strip()!r} now has badge {prefix}")
 
     @members.command("remove")
     def remove(
-        name: Annotated[str, typer.Argument(help="The member's name.")], state_dir: StateDirOption = None
+        name: Annotated[str, typer.Argument(help="The member's name.")],
+        erase: Annotated[bool, typer.Option(
+            "--erase", help="Also erase their name and badge on every node: their past sessions and jobs "
+            "keep only the pseudonymous hash the region has (works on a removed member too).")] = False,
+        state_dir: StateDirOption = None,
     ) -> None:
         """Remove a member: their badge and trainings go; their past sessions and jobs stay."""
-        with lab_context(state_dir, need_secret=False) as (log, _):
-            access.remove_member(log.db, name, now=datetime.now(UTC))
-        typer.echo(f"removed {name.strip()!r}")
+        with directory_context(state_dir) as (directory, _):
+            lab_members.remove_member(directory, name, now=datetime.now(UTC), erase=erase)
+            if erase:  # the old pages leave the write-ahead log too, when no reader holds them
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    directory.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        typer.echo(f"erased {name.strip()!r}: only the pseudonymous hash stays" if erase
+                   else f"removed {name.strip()!r}")  # fmt: skip
 
     @members.command("grant")
     def grant(
@@ -156,8 +211,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Let a member use a machine (again), until a day or with no end."""
         last_day = parse_day(until, "--until")
-        with lab_context(state_dir, need_secret=False) as (log, _):
-            access.grant_training(log.db, name, machine, last_day, now=datetime.now(UTC))
+        with directory_context(state_dir) as (directory, _):
+            lab_members.grant_training(directory, name, machine, last_day, now=datetime.now(UTC))
         typer.echo(f"{name.strip()!r} may use {machine}" + (f" until {last_day}" if last_day else ""))
 
     @members.command("revoke")
@@ -167,8 +222,8 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOption = None,
     ) -> None:
         """Take a machine away from a member."""
-        with lab_context(state_dir, need_secret=False) as (log, _):
-            access.revoke_training(log.db, name, machine)
+        with directory_context(state_dir) as (directory, _):
+            lab_members.revoke_training(directory, name, machine, now=datetime.now(UTC))
         typer.echo(f"{name.strip()!r} may no longer use {machine}")
 
     @members.command("list")
@@ -193,6 +248,13 @@ def register(app: typer.Typer) -> None:
             render_table(["name", "role", "badge", "trainings", "since"], table) if rows else "no members"
         )
 
+    @members.command("digest")
+    def digest(state_dir: StateDirOption = None) -> None:
+        """A short digest of this node's lab directory: two nodes that show the same one agree."""
+        with directory_context(state_dir) as (directory, _):
+            shown, entries = directory.digest(), directory.entry_count()
+        typer.echo(f"{shown}  ({entries} entries)")
+
     _register_import(members)
     _register_key(members)
     app.add_typer(members, name="members")
@@ -206,11 +268,11 @@ def _register_key(members: typer.Typer) -> None:
         state_dir: StateDirOption = None,
     ) -> None:
         """Make a member's personal API key for their slicer (shown once; the previous one ends)."""
-        with lab_context(state_dir, need_secret=not revoke) as (log, secret):
+        with directory_context(state_dir) as (directory, secret):
             if revoke:
-                api_keys.revoke_member_key(log.db, name, now=datetime.now(UTC))
+                lab_members.revoke_member_key(directory, name, now=datetime.now(UTC))
             else:
-                made = api_keys.new_member_key(log.db, secret, name, now=datetime.now(UTC))
+                made = lab_members.new_member_key(directory, secret, name, now=datetime.now(UTC))
         if revoke:
             typer.echo(f"{name.strip()!r} has no API key any more")
             return
@@ -226,8 +288,8 @@ def _register_import(members: typer.Typer) -> None:
         state_dir: StateDirOption = None,
         new_lab: NewLabOption = False,
     ) -> None:
-        with lab_context(state_dir, may_start=True, new_lab=new_lab) as (log, secret):
-            report = access.import_members(log.db, secret, file, now=datetime.now(UTC))
+        with directory_context(state_dir, may_start=True, new_lab=new_lab) as (directory, secret):
+            report = lab_members.import_members(directory, secret, file, now=datetime.now(UTC))
         for line, reason in report.errors:
             typer.echo(f"{file}:{line}: {reason}", err=True)
         typer.echo(

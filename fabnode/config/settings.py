@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from fabnode.broker_url import parse_broker_url
+from fabnode.config.directory import DirectorySettings, read_directory_settings
 from fabnode.config.reader import ConfigError, ConfigReader, Section
 from fabnode.config.web import WebSettings, read_web_settings
 from fabnode.envelope import NAME
@@ -125,6 +126,7 @@ class Config:
     inbox: Path | None
     max_job_mb: int  # [machine] max_job_mb: the largest job file the node reads
     web: WebSettings  # [web]: the slicer-upload server and status page
+    directory: DirectorySettings  # [directory]: the lab directory shared by the lab's nodes
 
     @property
     def max_job_bytes(self) -> int:
@@ -153,6 +155,7 @@ def load_config(path: Path) -> Config:
         inbox=reader.section("inbox").get_path("path", None),
         max_job_mb=machine_section.get_int("max_job_mb", 200, minval=1, maxval=100_000),
         web=read_web_settings(reader),
+        directory=read_directory_settings(reader),
     )
     reader.finish()
     return config
@@ -350,6 +353,7 @@ def settings_in_force(config: Config) -> dict[str, dict[str, object]]:
         "inbox": {"path": _plain(config.inbox)},
         "web": {"listen": config.web.listen,
                 **{k: v for k, v in _fields(config.web).items() if k not in ("host", "port")}},
+        "directory": _fields(config.directory),
     }
     sections["machine"]["material"] = config.machine.material.name
     sections["machine"]["max_job_mb"] = config.max_job_mb

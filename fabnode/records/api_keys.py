@@ -110,6 +110,29 @@ def lab_key(db: Database, secret: bytes, *, now: datetime, new: bool = False) ->
     return key
 
 
+def new_key_text() -> str:
+    """A fresh personal key (shown once; only its hash is kept)."""
+    return secrets.token_urlsafe(KEY_BYTES)
+
+
+def set_member_keys(db: Database, member_id: int, role: str, keys: dict[str, bool], *, now: datetime) -> None:
+    """Make a member's keys what the lab directory says (hash -> live); every other personal key of
+    theirs ends. Called inside the directory's transaction."""
+    ensure_table(db)
+    stamp = utc_iso(now)
+    for hashed, live in keys.items():
+        db.execute("INSERT INTO api_keys (key_hash, member_id, role, created) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (key_hash) DO UPDATE SET member_id = excluded.member_id",
+                   [hashed, member_id, role if role != LAB else "member", stamp])  # fmt: skip
+        db.execute("UPDATE api_keys SET revoked = CASE WHEN ? THEN NULL ELSE coalesce(revoked, ?) END "
+                   "WHERE key_hash = ?", [int(live), stamp, hashed])  # fmt: skip
+    live_hashes = [h for h, live in keys.items() if live]
+    marks = ",".join("?" * len(live_hashes))
+    db.execute("UPDATE api_keys SET revoked = ? WHERE member_id = ? AND revoked IS NULL AND role != 'lab'"
+               + (f" AND key_hash NOT IN ({marks})" if live_hashes else ""),
+               [stamp, member_id, *live_hashes])  # fmt: skip
+
+
 def key_owner(db: Database, secret: bytes, key: str) -> KeyHolder | None:
     """Who holds a live key, or None (no such key, revoked, or its member removed)."""
     if not _KEY_MIN <= len(key) <= _KEY_MAX or not key.isascii() or not key.isprintable():

@@ -68,6 +68,8 @@ class Member:
     created: str
     removed: str | None
     trainings: tuple[Training, ...]
+    email: str | None = None
+    fab_manager_id: int | None = None
 
 
 # --- the lab's secret and the keyed hashes ---------------------------------------------------
@@ -144,11 +146,21 @@ def member_hash(secret: bytes, name: str) -> str:
 # --- members ---------------------------------------------------------------------------------
 
 
+def check_name(name: str) -> str:
+    """A member's name, stripped: 1 to 80 printable characters (AccessError otherwise)."""
+    return _check_name(name)
+
+
 def _check_name(name: str) -> str:
     clean = name.strip()
     if not clean or len(clean) > 80 or any(ord(c) < 32 for c in clean):
         raise AccessError(f"member name {name!r}: 1 to 80 printable characters expected")
     return clean
+
+
+def check_role(role: str) -> str:
+    """member or technician (AccessError otherwise)."""
+    return _check_role(role)
 
 
 def _check_role(role: str) -> str:
@@ -272,6 +284,8 @@ def list_members(db: Database, include_removed: bool = False) -> list[Member]:
             created=r["created"],
             removed=r["removed"],
             trainings=tuple(trainings.get(r["id"], ())),
+            email=r.get("email"),
+            fab_manager_id=r.get("fab_manager_id"),
         )
         for r in db.query(f"SELECT * FROM members {where} ORDER BY name COLLATE NOCASE")
     ]
@@ -362,6 +376,51 @@ def import_members(db: Database, secret: bytes, path: Path, *, now: datetime) ->
 
     Raises AccessError (nothing imported) when the file cannot be read or its header is wrong.
     """
+    rows = read_member_csv(path)
+    report = ImportReport()
+    with write_transaction(db, durable=True):
+        for line, row in rows:
+            try:
+                with db.atomic():  # a savepoint: a bad row leaves nothing behind
+                    if isinstance(row, AccessError):
+                        raise row
+                    _import_row(db, secret, row, now, report)
+            except AccessError as exc:
+                report.errors.append((line, str(exc)))
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class CsvMember:
+    """One row of a members CSV, checked: what to add or update."""
+
+    name: str
+    uid: str  # empty: no badge given
+    role: str  # empty: not given
+    machines: tuple[str, ...]
+    until: date | None
+
+
+def csv_member(row: dict[str, str]) -> CsvMember:
+    """A CSV row's fields, checked (AccessError naming the field)."""
+    name = _check_name(row.get("name") or "")
+    role = (row.get("role") or "").strip()
+    if role:
+        _check_role(role)
+    machines = tuple(m.strip() for m in (row.get("machines") or "").split(";") if m.strip())
+    until_text = (row.get("until") or "").strip()
+    try:
+        until = date.fromisoformat(until_text) if until_text else None
+    except ValueError:
+        raise AccessError(f"until {until_text!r} is not a date (YYYY-MM-DD)") from None
+    if until is not None and not machines:
+        raise AccessError("until is set but machines is empty")
+    return CsvMember(name, (row.get("badge") or "").strip(), role, machines, until)
+
+
+def read_member_csv(path: Path) -> list[tuple[int, dict[str, str] | AccessError]]:
+    """The rows of a members CSV by line (blank lines skipped; a row with too many fields is an
+    AccessError in its place). Raises AccessError when the file cannot be read or its header is wrong."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # spreadsheets often write a BOM
     except (OSError, UnicodeDecodeError) as exc:
@@ -373,19 +432,14 @@ def import_members(db: Database, secret: bytes, path: Path, *, now: datetime) ->
         what = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no 'name' column"
         raise AccessError(f"{path}: line 1: {what}; expected the header {','.join(CSV_COLUMNS)}")
     reader.fieldnames = header
-    report = ImportReport()
-    with write_transaction(db, durable=True):
-        for row in reader:
-            line = reader.line_num  # where the row ends: its own line unless a quoted field spans lines
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                continue  # blank line
-            try:
-                with db.atomic():  # a savepoint: a bad row leaves nothing behind
-                    if None in row:
-                        raise AccessError(
-                            f"{len(header) + len(row[None])} fields; the header has {len(header)}"
-                        )
-                    _import_row(db, secret, row, now, report)
-            except AccessError as exc:
-                report.errors.append((line, str(exc)))
-    return report
+    rows: list[tuple[int, dict[str, str] | AccessError]] = []
+    for row in reader:
+        line = reader.line_num  # where the row ends: its own line unless a quoted field spans lines
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # blank line
+        if None in row:
+            fields = len(header) + len(row[None])
+            rows.append((line, AccessError(f"{fields} fields; the header has {len(header)}")))
+        else:
+            rows.append((line, row))
+    return rows

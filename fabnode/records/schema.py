@@ -146,7 +146,61 @@ def _v2_aborted(db: Database) -> None:
     db.execute("UPDATE jobs SET status = 'aborted' WHERE status = 'failed' AND reason LIKE 'aborted: %'")
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_aborted]
+JOB_SOURCES = ("cli", "inbox", "upload")
+
+
+def _v3_uploads(db: Database) -> None:
+    """How a job's file came (`fabnode print`, the inbox, an upload) and an upload's key owner (a
+    member's name, or "lab"; local only: telemetry sends `source`, never the name). Old rows: cli."""
+    db.execute("ALTER TABLE jobs ADD COLUMN source TEXT NOT NULL DEFAULT 'cli' "
+               "CHECK (source IN ('cli', 'inbox', 'upload'))")  # fmt: skip
+    db.execute("ALTER TABLE jobs ADD COLUMN uploaded_by TEXT")
+
+
+_V4 = [
+    # Who owns each members row in the lab directory (a member id, not the name), and how Fab-manager
+    # knows them. A row stays per name (member_hash is the name's keyed hash); its owner may change.
+    "ALTER TABLE members ADD COLUMN directory_id TEXT",
+    "ALTER TABLE members ADD COLUMN email TEXT",
+    "ALTER TABLE members ADD COLUMN fab_manager_id INTEGER",
+    "CREATE UNIQUE INDEX members_directory_id ON members(directory_id)",
+    # The directory in force: the latest entry per (member, field); `ref` is what projections look up
+    # (a name's casefold for name and removed, the badge hash for badge).
+    """
+    CREATE TABLE directory_state (
+        member TEXT NOT NULL,
+        field TEXT NOT NULL,
+        wall_ms INTEGER NOT NULL,
+        counter INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        author TEXT NOT NULL,
+        value TEXT NOT NULL,              -- canonical JSON
+        ref TEXT,
+        PRIMARY KEY (member, field)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX directory_state_ref ON directory_state(field, ref) WHERE ref IS NOT NULL",
+    # This node's own changes, until the broker has acknowledged them (sealed when published).
+    """
+    CREATE TABLE directory_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        member TEXT NOT NULL,
+        entry TEXT NOT NULL,              -- the entry's canonical JSON
+        published TEXT
+    )
+    """,
+    "CREATE INDEX directory_outbox_pending ON directory_outbox(id) WHERE published IS NULL",
+    "CREATE TABLE directory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+]
+
+
+def _v4_directory(db: Database) -> None:
+    """The lab directory (fabnode.directory): its state, this node's unpublished changes, its counters."""
+    for statement in _V4:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_aborted, _v3_uploads, _v4_directory]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

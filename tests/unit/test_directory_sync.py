@@ -1,0 +1,83 @@
+"""`[directory] max_age_days`, the rule it sets for taps, and the lab directory's topics and ACL lines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fabnode.config.reader import ConfigError
+from fabnode.config.settings import Config, load_config, settings_in_force
+from fabnode.envelope import EnvelopeError, directory_subscription, directory_topic, node_acl
+from fabnode.node.directory_sync import DirectorySync
+
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+BASE = """\
+[node]
+lab = "north"
+machine = "laser-1"
+
+[serial]
+port = "sim"
+
+[machine]
+kind = "printer"
+firmware = "marlin"
+"""
+
+
+def _config(tmp_path: Path, extra: str) -> Config:
+    path = tmp_path / "node.toml"
+    path.write_text(BASE + extra, encoding="utf-8")
+    return load_config(path)
+
+
+def _sync(config: Config, last_contact: datetime | None) -> DirectorySync:
+    sync = DirectorySync(lambda: config, Path("unused.db"), b"s" * 32, wall=lambda: NOW)
+    sync.set(last_contact=last_contact)  # as its thread sets it from the store
+    return sync
+
+
+def test_max_age_days_defaults_to_30_and_is_shown_in_force(tmp_path: Path) -> None:
+    config = _config(tmp_path, "")
+    assert config.directory.max_age_days == 30
+    assert settings_in_force(config)["directory"] == {"max_age_days": 30}
+    assert _config(tmp_path, "[directory]\nmax_age_days = 7\n").directory.max_age_days == 7
+
+
+@pytest.mark.parametrize("value", ["0", "3651", "2.5", '"30"', "nan"])
+def test_a_bad_max_age_names_the_file_section_and_option(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"node\.toml: \[directory\] max_age_days: "):
+        _config(tmp_path, f"[directory]\nmax_age_days = {value}\n")
+
+
+def test_past_max_age_without_contact_only_technicians_pass(tmp_path: Path) -> None:
+    config = _config(tmp_path, '[telemetry]\nbroker = "mqtt://127.0.0.1:1"\n[directory]\nmax_age_days = 30\n')
+    old = _sync(config, NOW - timedelta(days=30, seconds=1))
+    why = old.only_technicians(NOW)
+    assert why is not None
+    assert "only technicians pass" in why and "max_age_days = 30" in why and "2026-01-30T08:59" in why
+    status = old.status()
+    assert status["only_technicians"] == why and status["max_age_days"] == 30
+    assert status["last_contact"] == (NOW - timedelta(days=30, seconds=1)).isoformat()
+    assert _sync(config, NOW - timedelta(days=29, hours=23)).only_technicians(NOW) is None
+
+
+def test_without_a_broker_or_before_any_contact_the_rule_does_not_apply(tmp_path: Path) -> None:
+    long_ago = NOW - timedelta(days=400)
+    assert _sync(_config(tmp_path, ""), long_ago).only_technicians(NOW) is None  # a lab of one node
+    with_broker = _config(tmp_path, '[telemetry]\nbroker = "mqtt://127.0.0.1:1"\n')
+    assert _sync(with_broker, None).only_technicians(NOW) is None  # never reached: nothing to distrust yet
+
+
+def test_directory_topics_and_the_acl_lines_a_node_gets() -> None:
+    assert directory_topic("fablab", "north", "entries", "north.laser-1") == (
+        "fablab/lab/v1/north/directory/entries/north.laser-1")
+    assert directory_subscription("fablab", "north") == "fablab/lab/v1/north/directory/#"
+    with pytest.raises(EnvelopeError, match="unknown directory topic kind 'names'"):
+        directory_topic("fablab", "north", "names", "north.laser-1")
+    acl = node_acl("fablab", "north", "laser-1").splitlines()
+    assert acl[-3:] == ["topic read fablab/lab/v1/north/directory/#",
+                        "topic write fablab/lab/v1/north/directory/entries/north.laser-1",
+                        "topic write fablab/lab/v1/north/directory/snapshot/north.laser-1/+"]  # fmt: skip
