@@ -13,6 +13,7 @@ from typing import Any
 
 from demo import files as demo_files
 from demo.compare import compare, node_figures, render
+from demo.slicer import send_to_printer
 from demo.support import (
     FABNODE,
     DemoError,
@@ -153,15 +154,36 @@ class Day:
         self.cli.fabnode("status", "--state-dir", str(self.printer_dir))
 
     def enrol(self) -> None:
-        """Ada (trained on both machines) and Tess (technician) on each node."""
-        self.say.step("Enrol the members on each node: Ada, trained on the printer and the laser, and Tess, "
-                      "a technician (technicians may use every machine). A badge is stored as a keyed hash, "
-                      "never as its UID.")
-        for folder, machine in ((self.printer_dir, demo_files.PRINTER), (self.laser_dir, demo_files.LASER)):
-            where = ("--state-dir", str(folder))
-            self.cli.fabnode("members", "add", "Ada", "--badge", ADA, *where)
+        """Ada (trained on both machines) and Tess (technician), enrolled once for the whole lab."""
+        if self.broker_url is None:
+            self.say.step("Enrol the members on each node (with no broker the nodes cannot share the lab "
+                          "directory): Ada, trained on the printer and the laser, and Tess, a technician. "
+                          "A badge is stored as a keyed hash, never as its UID.")
+            for folder in (self.printer_dir, self.laser_dir):
+                self._enrol_on(folder)
+            return
+        self.say.step("Enrol the members once, on the printer's node: Ada, trained on the printer and the "
+                      "laser, and Tess, a technician (technicians may use every machine). A badge is stored "
+                      "as a keyed hash, never as its UID; each change is sealed with the lab secret and "
+                      "shared with the lab's other nodes over the broker.")
+        self._enrol_on(self.printer_dir)
+        printer = self._digest(self.printer_dir)
+        wait_for("the laser's node to hold the same lab directory as the printer's",
+                 lambda: self._digest(self.laser_dir) == printer, START_WAIT_S)
+        self.say.step("The laser's node holds the same directory (the same digest) without anyone enrolling "
+                      "there:")
+        self.cli.fabnode("members", "digest", "--state-dir", str(self.laser_dir))
+
+    def _enrol_on(self, folder: Path) -> None:
+        where = ("--state-dir", str(folder))
+        self.cli.fabnode("members", "add", "Ada", "--badge", ADA, *where)
+        for machine in (demo_files.PRINTER, demo_files.LASER):
             self.cli.fabnode("members", "grant", "Ada", machine, *where)
-            self.cli.fabnode("members", "add", "Tess", "--badge", TESS, "--role", "technician", *where)
+        self.cli.fabnode("members", "add", "Tess", "--badge", TESS, "--role", "technician", *where)
+
+    def _digest(self, folder: Path) -> str:
+        done = self.cli.fabnode("members", "digest", "--state-dir", str(folder), quiet=True, show=False)
+        return done.stdout.split()[0] if done.stdout.strip() else ""
 
     # --- the printer ----------------------------------------------------------------------------------
 
@@ -188,17 +210,46 @@ class Day:
         s = self.status_json("printer")
         self.expect("the printer locked with its relay off", s["state"] == "locked" and not s["relay"], s)
 
-    def print_and_badge_out(self, job: demo_files.Job) -> None:
-        """Ada unlocks, prints, badges out during the job; the job runs to its end."""
-        printer = self.nodes["printer"]
-        self.say.step("Ada taps her badge on the printer: she is trained on it, so the relay switches on.")
-        self.cli.fabnode("badge", ADA, "--state-dir", str(self.printer_dir))
-        s = self.status_json("printer")
-        self.expect("the printer unlocked for Ada, relay on", s["state"] == "unlocked" and s["relay"], s)
-        self.say.step("Ada starts her print. The node checks the file first (volume, temperatures, line "
-                      "lengths), then streams it to the firmware line by line, each line acknowledged.")
+    def send_from_slicer(self, job: demo_files.Job) -> None:
+        """Ada's job, uploaded through the OctoPrint API as PrusaSlicer sends it: it waits for her tap."""
+        self.say.step("Ada gets her personal API key for her slicer (a technician makes it; it is shown "
+                      "once and stored only as a keyed hash):")
+        key = self.cli.fabnode("members", "key", "Ada", "--state-dir", str(self.printer_dir),
+                               quiet=True).stdout.strip()  # fmt: skip
+        url = str((self.nodes["printer"].status().get("web") or {}).get("url") or "")
+        if not url:
+            raise DemoError("the printer's node serves no web API (`fabnode status --json` has no web.url)")
+        self.say.say(f"The printer's page and OctoPrint API: {url}/  (open it while the demo runs)")
+        self.say.step("Ada slices her part and presses \"Send to printer\" in PrusaSlicer: it posts the "
+                      "G-code to the node's OctoPrint API (POST /api/files/local: print=true, path, file; "
+                      "X-Api-Key). The node checks the file at once, then holds it for her badge.")
         self.say.say(f"The file: {job.about}.")
-        self.cli.fabnode("print", str(job.path), "--state-dir", str(self.printer_dir))
+        self.say.command(["POST", f"{url}/api/files/local", f"file={job.path.name}", "print=true"])
+        status, reply = send_to_printer(url, key, job.path)
+        if status != 201:
+            raise DemoError(f"the upload was refused: HTTP {status}: {reply.get('error')}")
+        queue = (self.nodes["printer"].status().get("web") or {}).get("uploads") or []
+        waits = queue[0].get("waits_for") if queue else "?"
+        self.say.say(f"HTTP 201 Created: {job.path.name} waits in the upload queue for {waits}; the printer "
+                     "stays locked.")
+        self.expect("the upload waiting in the queue", len(queue) == 1, self.nodes["printer"].status())
+
+    def print_and_badge_out(self, job: demo_files.Job) -> None:
+        """Ada's upload starts with her tap; she badges out during the job; the job runs to its end."""
+        printer = self.nodes["printer"]
+        self.send_from_slicer(job)
+        self.say.step("Ada taps her badge on the printer: she is trained on it, so the relay switches on, "
+                      "and the same tap starts her upload. The node streams it to the firmware line by line, "
+                      "each line acknowledged.")
+        self.cli.fabnode("badge", ADA, "--state-dir", str(self.printer_dir))
+        # The tap opened her session at once; the upload is checked again aside, then streams.
+        wait_for("Ada's upload to start", lambda: printer.status()["state"] == "running", JOB_WAIT_S)
+        s = self.status_json("printer")
+        job_now = s.get("job") or {}
+        source = job_now.get("source")
+        self.say.say(f"job source {json.dumps(source)}, uploaded by {json.dumps(job_now.get('uploaded_by'))}")
+        running = s["state"] == "running" and s["relay"] and source == "upload"
+        self.expect("Ada's upload running, relay on", running, s)
         self.say.say("Progress, as `fabnode status --json` reports it (percent, G-code lines acknowledged, "
                      "lines/s, ETA in wall-clock seconds):")
         self.say.command([*FABNODE, "status", "--json", "--state-dir", str(self.printer_dir)])

@@ -130,6 +130,7 @@ class Reply:
 
     ok: bool
     message: str
+    forbidden: bool = False  # refused for who asked (another member's job), not for the machine's state
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,30 @@ class RejectInboxFile:
 
     file: str
     problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckUpload:
+    """A tap released a waiting upload: preflight it aside; an UploadChecked follows."""
+
+    upload_id: str
+    member_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TakeUpload:
+    """An upload became job `job_id`: it leaves the queue (its file and sidecar move to started/)."""
+
+    upload_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireUpload:
+    """An upload no tap started in time: it leaves the queue, moved to stale/ (nothing is deleted)."""
+
+    upload_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,4 +199,7 @@ Action = (
     | PublishState
     | CheckInboxFile
     | RejectInboxFile
+    | CheckUpload
+    | TakeUpload
+    | ExpireUpload
 )

@@ -4,8 +4,8 @@ The daemon runs one `Controller` in its controller thread, posts every adapter's
 and carries out the returned actions in order. Every decision that depends on the machine's state is a
 row of the one table TRANSITIONS at the bottom of this file, which names the handler for every
 (state, event type) pair, ignored pairs included; the handlers live in core, tap_rules, job_rules,
-input_rules and desk_rules. Time is an input: each event carries `now` (monotonic seconds) and the
-daemon posts a `Tick` at `next_deadline()`. docs/state-machine.md is drawn from the table by
+input_rules, desk_rules and upload_rules. Time is an input: each event carries `now` (monotonic
+seconds) and the daemon posts a `Tick` at `next_deadline()`. docs/state-machine.md is drawn from the table by
 `describe_transitions()` and `mermaid()`.
 """
 
@@ -55,12 +55,15 @@ from fabnode.machine.events import (
     StorageChanged,
     TemperatureReported,
     Tick,
+    UploadChecked,
+    UploadReceived,
     WiringCheckRequested,
 )
 from fabnode.machine.input_rules import InputRules
 from fabnode.machine.job_rules import JobRules
 from fabnode.machine.state import Job, Session, State
 from fabnode.machine.tap_rules import TapRules
+from fabnode.machine.upload_rules import UPLOAD_SESSION_CHANGED, expiring
 
 
 class UnknownTransition(LookupError):
@@ -192,7 +195,7 @@ class Controller(TapRules, JobRules, InputRules, DeskRules):
 
     def next_deadline(self) -> float | None:
         """The monotonic time at which the daemon must post a Tick, or None when no timer runs."""
-        times = [t for t in (self._signal_until, self._check_until) if t is not None]
+        times = [t for t in (self._signal_until, self._check_until, self.upload_deadline()) if t is not None]
         if self._state is UNLOCKED and (idle := self._idle_deadlines()) is not None:
             warn_at, timeout_at = idle
             times.append(timeout_at if warn_at is None or self._idle_warned else warn_at)
@@ -246,6 +249,7 @@ C = Controller
 # One entry per (state, event type): a handler and the states it may lead to, or _ignored(...).
 TRANSITIONS: dict[tuple[State, type], Rule] = {
     # LOCKED: relay off, waiting for a badge.
+    (LOCKED, Tick): _rule(C._expire_uploads, LOCKED),
     (LOCKED, BadgeTapped): _rule(C._tap_opens, LOCKED, UNLOCKED, MAINTENANCE),
     (LOCKED, EStopPressed): _rule(C._estop, FAULT),
     (LOCKED, FirmwareFault): _rule(C._firmware_fault, FAULT),
@@ -257,10 +261,12 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (LOCKED, WiringCheckRequested): _rule(C._wiring_check, LOCKED),
     (LOCKED, CalibrationRequested): _rule(C._calibration_idle, LOCKED),
     (LOCKED, InboxChecked): _rule(_reply(False, INBOX_SESSION_CHANGED), LOCKED),
-    **_ignored(LOCKED, Tick, EStopReleased, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded,
+    (LOCKED, UploadReceived): _rule(C._upload_waits, LOCKED),
+    (LOCKED, UploadChecked): _rule(_reply(False, UPLOAD_SESSION_CHANGED), LOCKED),
+    **_ignored(LOCKED, EStopReleased, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded,
                TemperatureReported, ActivitySeen, StorageChanged),
     # UNLOCKED: a member's session, no job.
-    (UNLOCKED, Tick): _rule(C._idle_check, UNLOCKED, COOLDOWN, LOCKED),
+    (UNLOCKED, Tick): _rule(expiring(C._idle_check), UNLOCKED, COOLDOWN, LOCKED),
     (UNLOCKED, BadgeTapped): _rule(C._tap_ends, UNLOCKED, COOLDOWN, LOCKED),
     (UNLOCKED, EStopPressed): _rule(C._estop, FAULT),
     (UNLOCKED, FirmwareFault): _rule(C._firmware_fault, FAULT),
@@ -273,9 +279,12 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (UNLOCKED, WiringCheckRequested): _rule(C._wiring_refused, UNLOCKED),
     (UNLOCKED, CalibrationRequested): _rule(C._calibration_in_session, UNLOCKED),
     (UNLOCKED, InboxChecked): _rule(C._inbox_checked, UNLOCKED),
+    (UNLOCKED, UploadReceived): _rule(C._upload_in_session, UNLOCKED, RUNNING),
+    (UNLOCKED, UploadChecked): _rule(C._upload_checked, UNLOCKED, RUNNING),
     **_ignored(UNLOCKED, EStopReleased, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded,
                TemperatureReported, StorageChanged),
     # RUNNING: a job streams; the power stays on whatever taps happen.
+    (RUNNING, Tick): _rule(C._expire_uploads, RUNNING),
     (RUNNING, BadgeTapped): _rule(C._tap_during_job, RUNNING),
     (RUNNING, EStopPressed): _rule(C._estop, FAULT),
     (RUNNING, LidOpened): _rule(C._lid_opened_during_job, RUNNING, PAUSED),
@@ -290,10 +299,12 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (RUNNING, WiringCheckRequested): _rule(C._wiring_refused, RUNNING),
     (RUNNING, CalibrationRequested): _rule(C._calibration_in_job, RUNNING),
     (RUNNING, InboxChecked): _rule(_reply(False, INBOX_SESSION_CHANGED), RUNNING),
-    **_ignored(RUNNING, Tick, EStopReleased, LidClosed, JobResumed, TemperatureReported, ActivitySeen,
+    (RUNNING, UploadReceived): _rule(C._upload_waits, RUNNING),
+    (RUNNING, UploadChecked): _rule(_reply(False, UPLOAD_SESSION_CHANGED), RUNNING),
+    **_ignored(RUNNING, EStopReleased, LidClosed, JobResumed, TemperatureReported, ActivitySeen,
                StorageChanged),
     # PAUSED: a job is paused; it resumes only by a deliberate action.
-    (PAUSED, Tick): _rule(C._pause_check, PAUSED),
+    (PAUSED, Tick): _rule(expiring(C._pause_check), PAUSED),
     (PAUSED, BadgeTapped): _rule(C._tap_paused, PAUSED, RUNNING),
     (PAUSED, EStopPressed): _rule(C._estop, FAULT),
     (PAUSED, LidOpened): _rule(C._lid_while_paused, PAUSED),
@@ -309,9 +320,11 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (PAUSED, WiringCheckRequested): _rule(C._wiring_refused, PAUSED),
     (PAUSED, CalibrationRequested): _rule(C._calibration_in_job, PAUSED),
     (PAUSED, InboxChecked): _rule(_reply(False, INBOX_SESSION_CHANGED), PAUSED),
+    (PAUSED, UploadReceived): _rule(C._upload_waits, PAUSED),
+    (PAUSED, UploadChecked): _rule(_reply(False, UPLOAD_SESSION_CHANGED), PAUSED),
     **_ignored(PAUSED, EStopReleased, JobPaused, TemperatureReported, ActivitySeen, StorageChanged),
     # COOLDOWN: no session; the relay stays on until the hotend is cool or the fumes are out.
-    (COOLDOWN, Tick): _rule(C._cooldown_tick, COOLDOWN, LOCKED),
+    (COOLDOWN, Tick): _rule(expiring(C._cooldown_tick), COOLDOWN, LOCKED),
     (COOLDOWN, BadgeTapped): _rule(C._tap_opens, COOLDOWN, UNLOCKED, MAINTENANCE),
     (COOLDOWN, EStopPressed): _rule(C._estop, FAULT),
     (COOLDOWN, FirmwareFault): _rule(C._firmware_fault, FAULT),
@@ -324,9 +337,12 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (COOLDOWN, WiringCheckRequested): _rule(C._wiring_refused, COOLDOWN),
     (COOLDOWN, CalibrationRequested): _rule(C._calibration_in_cooldown, COOLDOWN),
     (COOLDOWN, InboxChecked): _rule(_reply(False, INBOX_SESSION_CHANGED), COOLDOWN),
+    (COOLDOWN, UploadReceived): _rule(C._upload_waits, COOLDOWN),
+    (COOLDOWN, UploadChecked): _rule(_reply(False, UPLOAD_SESSION_CHANGED), COOLDOWN),
     **_ignored(COOLDOWN, EStopReleased, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded,
                ActivitySeen, StorageChanged),
     # FAULT: relay off until a technician's tap clears it (e-stop released).
+    (FAULT, Tick): _rule(C._expire_uploads, FAULT),
     (FAULT, BadgeTapped): _rule(C._tap_fault, FAULT, LOCKED),
     (FAULT, EStopPressed): _rule(C._estop, FAULT),
     (FAULT, EStopReleased): _rule(C._estop_released, FAULT),
@@ -339,9 +355,12 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (FAULT, WiringCheckRequested): _rule(C._wiring_refused, FAULT),
     (FAULT, CalibrationRequested): _rule(C._calibration_in_fault, FAULT),
     (FAULT, InboxChecked): _rule(_reply(False, INBOX_SESSION_CHANGED), FAULT),
-    **_ignored(FAULT, Tick, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded, TemperatureReported,
+    (FAULT, UploadReceived): _rule(C._upload_waits, FAULT),
+    (FAULT, UploadChecked): _rule(_reply(False, UPLOAD_SESSION_CHANGED), FAULT),
+    **_ignored(FAULT, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded, TemperatureReported,
                ActivitySeen, StorageChanged),
     # MAINTENANCE: a technician's session, no job, no idle timeout.
+    (MAINTENANCE, Tick): _rule(C._expire_uploads, MAINTENANCE),
     (MAINTENANCE, BadgeTapped): _rule(C._tap_ends, MAINTENANCE, COOLDOWN, LOCKED),
     (MAINTENANCE, EStopPressed): _rule(C._estop, FAULT),
     (MAINTENANCE, FirmwareFault): _rule(C._firmware_fault, FAULT),
@@ -353,7 +372,9 @@ TRANSITIONS: dict[tuple[State, type], Rule] = {
     (MAINTENANCE, WiringCheckRequested): _rule(C._wiring_check, MAINTENANCE),
     (MAINTENANCE, CalibrationRequested): _rule(C._calibration_idle, MAINTENANCE),
     (MAINTENANCE, InboxChecked): _rule(C._inbox_checked, MAINTENANCE),
-    **_ignored(MAINTENANCE, Tick, EStopReleased, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded,
+    (MAINTENANCE, UploadReceived): _rule(C._upload_in_session, MAINTENANCE, RUNNING),
+    (MAINTENANCE, UploadChecked): _rule(C._upload_checked, MAINTENANCE, RUNNING),
+    **_ignored(MAINTENANCE, EStopReleased, LidOpened, LidClosed, JobPaused, JobResumed, JobEnded,
                TemperatureReported, ActivitySeen, StorageChanged),
 }
 

@@ -32,7 +32,7 @@ from fabnode.machine.events import (
     JobResumed,
 )
 from fabnode.machine.profile import LASER, PRINTER
-from fabnode.machine.state import ControllerSettings, Job, JobStatus, MemberRef, Session, State
+from fabnode.machine.state import ControllerSettings, Job, JobStatus, MemberRef, QueuedUpload, Session, State
 
 LOCKED, UNLOCKED, RUNNING, PAUSED = State.LOCKED, State.UNLOCKED, State.RUNNING, State.PAUSED
 COOLDOWN, FAULT, MAINTENANCE = State.COOLDOWN, State.FAULT, State.MAINTENANCE
@@ -81,6 +81,7 @@ class Core:
         self._check_relay: bool | None = None  # a technician's relay while it differs from the controller's
         self._check_leds: SetLeds | None = None  # a technician's LEDs while they hold
         self._check_until: float | None = None  # when a technician's wiring check ends by itself
+        self._uploads: tuple[QueuedUpload, ...] = ()  # the upload queue, oldest first (upload_rules)
         self._changed = False
 
     # --- bookkeeping ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from fabnode.machine.actions import SetLeds
-from fabnode.machine.state import JobStatus, MemberRef
+from fabnode.machine.state import JobSource, JobStatus, MemberRef, QueuedUpload
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ class BadgeTapped:
     member: MemberRef | None
     denial: str | None = None
     inbox_file: str | None = None  # a file waits in the inbox: the session's member's tap starts it
+    link_problem: str | None = None  # why the firmware cannot take a job now: a waiting upload stays
 
     def __post_init__(self) -> None:
         if self.denial is None and self.member is None:
@@ -82,6 +83,7 @@ class JobRequested:
     prepared: object = field(default=None, compare=False, repr=False)
     link_problem: str | None = None  # why the firmware cannot take a job now (port closed, board resetting)
     asked_at: float | None = None  # when `print` was asked (a large file is prepared for minutes)
+    source: JobSource = "cli"  # `fabnode print`, or a file from the inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,24 +141,55 @@ class TemperatureReported:
 
 @dataclass(frozen=True, slots=True)
 class PauseRequested:
-    """`fabnode pause` on the control socket."""
+    """`fabnode pause` on the control socket, or an API key's holder (`by`) pausing job `job_id`."""
 
     now: float
+    by: MemberRef | None = None  # None: the control socket (a technician's shell): any job
+    job_id: str | None = None  # the job the asker saw (None: whichever runs)
 
 
 @dataclass(frozen=True, slots=True)
 class ResumeRequested:
-    """`fabnode resume` on the control socket: the deliberate action that resumes a paused job."""
+    """`fabnode resume` (or an API key's holder, `by`): the deliberate action that resumes a paused job."""
 
     now: float
+    by: MemberRef | None = None
+    job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CancelRequested:
-    """`fabnode cancel` on the control socket."""
+    """`fabnode cancel` on the control socket, or an API key's holder (`by`) cancelling job `job_id`."""
 
     now: float
     reason: str = "cancelled from the control socket"
+    by: MemberRef | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReceived:
+    """An upload passed preflight (or was found on disk at start-up); `denial`: why its owner may not use
+    this machine (not trained, training expired), decided by the access module before it came here."""
+
+    now: float
+    upload: QueuedUpload
+    denial: str | None = None
+    link_problem: str | None = None  # why the firmware cannot take a job now (as JobRequested's)
+    prepared: object = field(default=None, compare=False, repr=False)  # its preflight, for StartJob
+
+
+@dataclass(frozen=True, slots=True)
+class UploadChecked:
+    """A waiting upload a tap released was preflighted again (CheckUpload): may it start as the tapping
+    member's job (`problems` empty)? A Reply."""
+
+    now: float
+    upload_id: str
+    member_id: int  # who tapped
+    prepared: object = field(default=None, compare=False, repr=False)
+    problems: tuple[str, ...] = ()
+    link_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,5 +267,7 @@ Event = (
     | InboxChecked
     | CalibrationRequested
     | WiringCheckRequested
+    | UploadReceived
+    | UploadChecked
 )
 EVENT_TYPES: tuple[type, ...] = get_args(Event)

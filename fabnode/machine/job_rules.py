@@ -45,7 +45,8 @@ class JobRules(Core):
         session = self._need_session()
         if e.asked_at is not None and session.started_at > e.asked_at:  # not this session's job
             return [Reply(False, "it was asked for in a session that has ended since: print it again")]
-        job = Job(e.job_id, e.file, JobStatus.RUNNING, session.member.id, session.is_maintenance, e.now)
+        job = Job(e.job_id, e.file, JobStatus.RUNNING, session.member.id, session.is_maintenance, e.now,
+                  source=e.source)
         self._job = job
         self._go(RUNNING)
         return [StartJob(job, e.prepared), Reply(True, f"job {job.id} started")]
@@ -105,21 +106,37 @@ class JobRules(Core):
         door = isinstance(e, LidOpened) and self.settings.kind == LASER
         return [PauseJob("lid open", door=True), logged] if door else [logged]
 
+    def _not_theirs(self, e: PauseRequested | ResumeRequested | CancelRequested) -> list[Action] | None:
+        """Refused when an API key's member asks about another's job (or a job that is not running)."""
+        job, verb = self._need_job(), type(e).__name__.removesuffix("Requested").lower()
+        if e.job_id is not None and e.job_id != job.id:
+            return [Reply(False, f"that job is no longer running (job {job.id} is)")]
+        if e.by is None or e.by.is_technician or e.by.id == job.member_id:
+            return None
+        return [Reply(False, f"this job is another member's: only they or a technician may {verb} it",
+                      forbidden=True)]  # fmt: skip
+
     def _pause_requested(self, e: PauseRequested) -> list[Action]:
-        """Pause the job: PAUSED."""
+        """Pause the job (an API key's member: only their own): PAUSED."""
+        if (refused := self._not_theirs(e)) is not None:
+            return refused
         if self._need_job().status == JobStatus.CANCELLING:
             return [Reply(False, "the job is being cancelled")]
         return [*self._pause(e.now, "paused from the control socket"), Reply(True, "job paused")]
 
     def _resume_requested(self, e: ResumeRequested) -> list[Action]:
-        """Resume the job (a laser's lid must be closed): RUNNING."""
+        """Resume the job (a laser's lid must be closed; an API key's member: only their own): RUNNING."""
+        if (refused := self._not_theirs(e)) is not None:
+            return refused
         refusal = self._resume_refusal()
         if refusal is not None:
             return [Reply(False, refusal)]
         return [*self._resume(), Reply(True, "job resumed")]
 
     def _cancel_requested(self, e: CancelRequested) -> list[Action]:
-        """Cancel the job the safe way; the state follows the streamer's JobEnded."""
+        """Cancel the job the safe way (an API key's member: only their own); the state follows JobEnded."""
+        if (refused := self._not_theirs(e)) is not None:
+            return refused
         job = self._need_job()
         if job.status == JobStatus.CANCELLING:
             return [Reply(False, f"job {job.id} is already being cancelled")]

@@ -13,8 +13,8 @@ from typing import Literal
 from drivers.events import JobStatus  # the one job vocabulary, from the streamer to the usage row
 from fabnode.machine.profile import LASER, PRINTER
 
-__all__ = ["MEMBER", "TECHNICIAN", "ControllerSettings", "Job", "JobStatus", "MemberRef", "Role", "Session",
-           "State"]  # fmt: skip
+__all__ = ["LAB_OWNER", "MEMBER", "TECHNICIAN", "ControllerSettings", "Job", "JobSource", "JobStatus",
+           "MemberRef", "QueuedUpload", "Role", "Session", "State"]  # fmt: skip
 
 
 class State(StrEnum):
@@ -32,6 +32,8 @@ class State(StrEnum):
 MEMBER = "member"
 TECHNICIAN = "technician"
 Role = Literal["member", "technician"]
+JobSource = Literal["cli", "inbox", "upload"]  # how a job's file came (the jobs row's `source`)
+LAB_OWNER = "lab"  # `uploaded_by` of an upload made with the lab key
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,34 @@ class Job:
     is_maintenance: bool
     started_at: float
     pause_reason: str | None = None
+    source: JobSource = "cli"
+    uploaded_by: str | None = None  # an upload's key owner (a member's name, or "lab"); local only
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedUpload:
+    """An upload waiting in the node's queue for its member's tap (or, the lab key's, any trained member's).
+
+    `owner` None: made with the lab key. Times are monotonic seconds. No preflight is held while it
+    waits (a large file's analysis is megabytes): the tap that releases it has it checked again.
+    """
+
+    id: str
+    name: str
+    owner: MemberRef | None
+    print_now: bool
+    expires_at: float  # [web] upload_expiry_h after it arrived: then it moves to stale/
+    claim_until: float | None = None  # a lab upload is offered to taps until then ([web] claim_window_min)
+
+    @property
+    def deadline(self) -> float:
+        """When it leaves the queue for stale/ if no tap started it."""
+        return self.expires_at if self.claim_until is None else min(self.expires_at, self.claim_until)
+
+    @property
+    def uploaded_by(self) -> str:
+        """Who the job's row names: the key owner's name, or "lab"."""
+        return LAB_OWNER if self.owner is None else self.owner.name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

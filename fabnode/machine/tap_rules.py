@@ -13,11 +13,12 @@ from fabnode.machine.actions import (
     RecordAccess,
     RecordEvent,
 )
-from fabnode.machine.core import LOCKED, MAINTENANCE, MAINTENANCE_IN_PROGRESS, UNLOCKED, Core
+from fabnode.machine.core import LOCKED, MAINTENANCE, MAINTENANCE_IN_PROGRESS, UNLOCKED
 from fabnode.machine.events import (
     BadgeTapped,
 )
 from fabnode.machine.state import MemberRef, Session
+from fabnode.machine.upload_rules import UploadRules
 
 TapHandler = Callable[["TapRules", BadgeTapped, MemberRef], list[Action]]
 
@@ -35,12 +36,13 @@ def _granted(handler: TapHandler) -> Callable[[TapRules, BadgeTapped], list[Acti
     return on_tap
 
 
-class TapRules(Core):
+class TapRules(UploadRules):
     """What a tap does, state by state; denied badges are refused the same way everywhere."""
 
     @_granted
     def _tap_opens(self, tap: BadgeTapped, member: MemberRef) -> list[Action]:
-        """Open a session (a technician's: MAINTENANCE), relay on; refused while records cannot be kept."""
+        """Open a session (a technician's: MAINTENANCE), relay on, and start the member's waiting upload (or
+        a lab upload still offered) in the same tap; refused while records cannot be kept."""
         if self._storage_problem is not None:  # no session runs unrecorded
             return self._deny(tap, f"{self._storage_problem}: no new session")
         maintenance = member.is_technician
@@ -48,22 +50,34 @@ class TapRules(Core):
         self._restart_idle(tap.now)
         self._go(MAINTENANCE if maintenance else UNLOCKED)
         what = "maintenance session opened" if maintenance else "session opened"
-        return [
+        upload, blocked = self._release(tap, member)  # print release: the same tap starts a waiting upload
+        if upload is not None:
+            what += f"; upload {upload.name} " + ("released" if blocked is None else f"waits: {blocked}")
+        opened: list[Action] = [
             RecordAccess(tap.badge_hash, member.id, True, what),
             OpenSession(self._session),
             *self._switch(True),
             Buzz("granted"),
         ]
+        if upload is not None and blocked is None:
+            opened.append(self._check_upload(upload, member))  # checked aside; UploadChecked starts it
+        return opened
 
     @_granted
     def _tap_ends(self, tap: BadgeTapped, member: MemberRef) -> list[Action]:
         """Badge-out or another's tap ends the session: COOLDOWN (only technicians end maintenance); the
-        session's member starts a file waiting in the inbox instead."""
+        session's member starts a file waiting in the inbox, or an upload waiting for them, instead."""
         session = self._need_session()
         if tap.inbox_file is not None and member.id == session.member.id:
             return [CheckInboxFile(tap.inbox_file)]  # the session's own member starts the waiting file
         if session.is_maintenance and not member.is_technician:
             return self._deny(tap, MAINTENANCE_IN_PROGRESS)
+        upload, blocked = self._release(tap, member) if member.id == session.member.id else (None, None)
+        if upload is not None:  # print release in the member's own session: the tap starts it
+            if blocked is not None:
+                return self._deny(tap, f"upload {upload.name} cannot start: {blocked}")
+            released = RecordAccess(tap.badge_hash, member.id, True, f"upload {upload.name} released")
+            return [released, Buzz("granted"), self._check_upload(upload, member)]
         reason = "badge out" if member.id == session.member.id else "another member tapped"
         return [
             RecordAccess(tap.badge_hash, member.id, True, reason),

@@ -66,6 +66,10 @@ class ActionRunner:
             RecordEvent: self._event, PublishState: self._publish, RejectInboxFile: self._reject_inbox_file,
         }  # fmt: skip
 
+    def register(self, kind: type, handler: Callable[..., str | None]) -> None:
+        """Carry out actions of `kind` with `handler(action, now)` (the part that serves them registers)."""
+        self._handlers[kind] = handler
+
     def run(self, actions: list[Action], now: float) -> Outcome:
         """Carry out every action in order; the Reply among them, the access decision, a job not started."""
         reply, access, not_started, inbox_file = None, None, None, None
@@ -107,7 +111,8 @@ class ActionRunner:
             raise RuntimeError(f"job {job.id}: no preflight for {shown(job.file)}")
         try:
             self.storage.attempt(f"the start of job {job.id}",
-                              lambda: self.jobs.start(job.id, pre, self.session_row, job.member_id, now))
+                              lambda: self.jobs.start(job.id, pre, self.session_row, job.member_id, now,
+                                                      job.source, job.uploaded_by))
         except Exception as exc:  # not recorded: not started (nothing was sent to the machine)
             return self._not_started(job.id, f"the job could not be recorded: {exc}")
         d.reset_acked()

@@ -93,15 +93,16 @@ class JobBook:
         self._every = checkpoint_every_s
 
     def start(
-        self, job_id: str, pre: Preflight, session_row: int | None, member_id: int | None, now: float
+        self, job_id: str, pre: Preflight, session_row: int | None, member_id: int | None, now: float,
+        source: str = "cli", uploaded_by: str | None = None,
     ) -> RunningJob:
-        """Insert the job's row (in_progress) and follow it."""
+        """Insert the job's row (in_progress; `source`, `uploaded_by`: UsageLog.start_job's) and follow it."""
         assert pre.analysis is not None, "start() needs a file that passed preflight"
         material = self._profile.material
         row = self._log.start_job(
             session_row, member_id, self._machine, pre.path.name, self._wall(),
             file_sha256=pre.sha256, lines_total=pre.analysis.commands, material=material.name,
-            rates=JobRates.for_material(material),
+            rates=JobRates.for_material(material), source=source, uploaded_by=uploaded_by,
         )  # fmt: skip
         job = RunningJob(job_id, row, pre.path, pre.analysis, pre.analysis.commands, now, last_checkpoint=now)
         self.current = job

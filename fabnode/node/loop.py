@@ -49,6 +49,7 @@ from fabnode.node.actions import ActionRunner
 from fabnode.node.bookkeeping import Bookkeeper
 from fabnode.node.calibrate import CalibrateDesk
 from fabnode.node.control import ControlServer
+from fabnode.node.directory_sync import DirectorySync
 from fabnode.node.health import PartsHealth
 from fabnode.node.inbox import Inbox
 from fabnode.node.jobs import JobBook
@@ -60,6 +61,7 @@ from fabnode.node.sdnotify import Notifier
 from fabnode.node.status import StatusView
 from fabnode.node.taps import TapDesk
 from fabnode.node.technician import TechnicianDesk
+from fabnode.node.web_desk import WebDesk
 from fabnode.node.wiring import SIM_PORT, Parts, make_protocol
 from fabnode.paths import control_socket_path, ensure_state_dir, secret_file_path, usage_db_path
 from fabnode.records import members as access
@@ -128,9 +130,12 @@ class Daemon:
         desks = {"relay": t.relay_request, "leds": t.leds_request, "inputs": t.inputs_request,
                  "badge-capture": t.capture_request,
                  "calibrate_command": self.calibration.handle}  # fmt: skip
-        status = StatusView(self, self.actions, self.technician, self.health, self.reloader)
+        self.directory = DirectorySync(lambda: self.config, usage_db_path(self.state_dir), self.secret, wall)
+        self.web = WebDesk(self)  # the HTTP server's desk and the upload queue (print release)
+        status = StatusView(self, self.actions, self.technician, self.health, self.reloader,
+                            self.directory.status, self.web.snapshot)  # fmt: skip
         self.requests = RequestHandler(self, desks, status)
-        self.taps = TapDesk(self, self.requests.start_from_inbox)
+        self.taps = TapDesk(self, self.requests.start_from_inbox, self.directory.only_technicians)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()  # put() is safe in signal handlers
         self._acked = (0, 0)  # (lines acked, last file line): written by the streamer thread only
         self._stopping = False
@@ -238,6 +243,7 @@ class Daemon:
         self.actions.run(self.controller.start(now), now)
         self.storage.write("crash recovery", self._recover)
         self.telemetry = lifecycle.start_telemetry(self.config, self.log)
+        self.directory.start()  # the lab directory: shared over the broker, applied on its own connection
         inputs = self.parts.io.read_inputs()
         self.parts.io.subscribe(self.on_input)
         for name, active in inputs.items():
@@ -246,6 +252,7 @@ class Daemon:
         self.parts.reader.start(self.on_badge, self.on_reader_status)
         self._connect(now)
         self.server = ControlServer(control_socket_path(self.state_dir), self.requests.handle).start()
+        self.web.start()  # the upload queue read back; the HTTP server when `[web] enabled`
         self.notifier.ready(f"{self.config.node.machine}: {self.controller.state.value}")
         self.ready.set()
         log.info("fabnode %s/%s ready (state dir %s)", self.config.node.lab, self.config.node.machine,
@@ -349,6 +356,7 @@ class Daemon:
         publisher, self.telemetry = self.telemetry, None
         lifecycle.stop_telemetry(publisher)
         self.telemetry = lifecycle.start_telemetry(self.config, self.log)
+        self.directory.restart()
 
     # --- the firmware -----------------------------------------------------------------------------
 
@@ -458,8 +466,8 @@ class Daemon:
         except Exception:
             log.exception("closing the job and session at stop")
         server, streamer, publisher, self.telemetry = self.server, self.streamer, self.telemetry, None
-        steps = (server.stop if server is not None else None,
-                 streamer.close if streamer is not None else None,
+        steps = (server.stop if server is not None else None, self.web.stop,
+                 streamer.close if streamer is not None else None, self.directory.stop,
                  lambda: lifecycle.stop_telemetry(publisher), lambda: lifecycle.last_records(self.storage))
         for step in steps:
             try:

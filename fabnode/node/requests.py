@@ -37,6 +37,7 @@ from fabnode.machine.events import (
     PauseRequested,
     ResumeRequested,
 )
+from fabnode.machine.state import JobSource
 from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject, RequestHost
 from fabnode.node.prepare import Preflight, Preparation, Preparations, preflight, size_text
@@ -152,7 +153,7 @@ class RequestHandler:
             log.info("print %s refused: %s", shown(prep.path), shown(said))
 
     def submit_job(self, pre: Preflight, job_id: str, now: float,
-                   asked_at: float | None = None) -> Reply | None:
+                   asked_at: float | None = None, source: JobSource = "cli") -> Reply | None:
         """Ask the controller to run a file that passed preflight (controller thread); its Reply.
 
         The controller refuses it (in the states where it would start) when it could not run or not be
@@ -161,7 +162,8 @@ class RequestHandler:
         """
         d = self.d
         d.report_storage(now)
-        outcome = d.feed(JobRequested(now, job_id, str(pre.path), pre, self._link_problem(), asked_at))
+        link = self._link_problem()
+        outcome = d.feed(JobRequested(now, job_id, str(pre.path), pre, link, asked_at, source))
         refused = outcome.not_started
         return Reply(False, f"the job was not started: {refused}") if refused is not None else outcome.reply
 
@@ -215,7 +217,7 @@ class RequestHandler:
             return
         denied = dataclasses.replace(tap, now=now, inbox_file=None)
         job_id = uuid.uuid4().hex
-        started = self.submit_job(pre, job_id, now)
+        started = self.submit_job(pre, job_id, now, source="inbox")
         if started is None or not started.ok:
             why = started.message if started is not None else "no answer"
             d.feed(dataclasses.replace(denied, denial=f"inbox file not started: {why}"))

@@ -5,6 +5,8 @@ The display may read the controller's state; nothing here decides by it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fabnode.config.settings import settings_in_force
 from fabnode.node.actions import ActionRunner
 from fabnode.node.health import PartsHealth
@@ -18,7 +20,9 @@ class StatusView:
     """Builds the status snapshot; called with the controller thread's clock."""
 
     def __init__(self, loop: StatusHost, actions: ActionRunner, technician: TechnicianDesk,
-                 health: PartsHealth, reloader: Reloader) -> None:  # fmt: skip
+                 health: PartsHealth, reloader: Reloader,
+                 directory: Callable[[], JsonObject] | None = None,
+                 web: Callable[[float], JsonObject] | None = None) -> None:  # fmt: skip
         self.d = loop
         self.controller = loop.controller
         self.storage = loop.storage
@@ -28,6 +32,8 @@ class StatusView:
         self.technician = technician
         self.health = health
         self.reloader = reloader
+        self.directory = directory  # the lab directory's figures (fabnode.node.directory_sync)
+        self.web = web  # `web` and `last_refused` (fabnode.node.web_desk)
 
     def __call__(self, now: float) -> JsonObject:
         """What `fabnode status` shows."""
@@ -62,10 +68,12 @@ class StatusView:
             "reader": self.health.reader_snapshot(now),
             "storage": self.storage.snapshot(),
             "config": self.reloader.snapshot(now),
+            "directory": self.directory() if self.directory is not None else None,
             "settings": settings_in_force(d.config),  # every setting in force, defaults included
             "simulated": {"gpio": parts.sim_gpio is not None, "reader": parts.sim_reader is not None,
                           "firmware": parts.simulator is not None},
             "uptime_s": round(now - d.started_at, 1),
+            **(self.web(now) if self.web is not None else {"web": None, "last_refused": None}),
         }  # fmt: skip
 
     def _job(self, now: float) -> JsonObject | None:
@@ -73,9 +81,10 @@ class StatusView:
         if job is None:
             return None
         info: JsonObject = {"id": job.id, "status": job.status, "pause_reason": job.pause_reason,
-                            "file": job.file}  # fmt: skip
+                            "file": job.file, "source": job.source,
+                            "uploaded_by": job.uploaded_by}  # fmt: skip
         if running is not None and running.job_id == job.id:
-            info.update(running.progress(now))
+            info.update(running.progress(now), row=running.row_id)
         return info
 
     def _inbox(self) -> JsonObject | None:

@@ -12,21 +12,27 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+from fabnode.envelope import utc_iso
 from fabnode.machine.events import BadgeTapped
 from fabnode.machine.state import MemberRef, Role
 from fabnode.node.ports import JsonObject, TapHost
 from fabnode.records import members as access
 
 InboxStart = Callable[[BadgeTapped, Path, float], JsonObject]
+# Why only technicians pass now (the lab directory is too old: fabnode.node.directory_sync), or None.
+DirectoryGate = Callable[[datetime], str | None]
 
 
 class TapDesk:
     """Decides what a tap means before the controller sees it; lets callers wait for its outcome."""
 
-    def __init__(self, daemon: TapHost, start_inbox: InboxStart) -> None:
+    def __init__(self, daemon: TapHost, start_inbox: InboxStart,
+                 directory_gate: DirectoryGate = lambda _now: None) -> None:  # fmt: skip
         self.d = daemon
+        self._directory_gate = directory_gate
         self.controller = daemon.controller
         self.storage = daemon.storage
         self.usage = daemon.log
@@ -35,6 +41,10 @@ class TapDesk:
         self._posted = 0
         self._done = 0
         self._last: JsonObject = {}  # written only here, by the controller thread, under _cond
+        # The last refused tap {reason, at} for the status page; why the firmware cannot take a job now
+        # (set by the web desk: a tap that would start a waiting upload hands it to the controller).
+        self.last_refused: JsonObject | None = None
+        self.link_problem: Callable[[], str | None] = lambda: None
 
     def posted(self) -> None:
         """A tap was put on the queue (any thread)."""
@@ -75,6 +85,8 @@ class TapDesk:
             with self._cond:
                 if outcome is not None:
                     self._last = outcome
+                    if not outcome.get("granted", True):
+                        self.last_refused = {"reason": outcome.get("reason"), "at": utc_iso(self.d.wall())}
                 self._done += 1
                 self._cond.notify_all()
 
@@ -84,6 +96,8 @@ class TapDesk:
         waiting = self._inbox_file_for(tap)
         if waiting is not None:
             tap = dataclasses.replace(tap, inbox_file=str(waiting))
+        if tap.granted:  # a waiting upload starts with this tap only if the firmware can take it
+            tap = dataclasses.replace(tap, link_problem=self.link_problem())
         d.report_storage(now)  # the controller refuses a new session it could not record
         state_before = self.controller.state
         outcome = d.feed(tap)
@@ -105,7 +119,10 @@ class TapDesk:
         role: Role = "technician" if decision.role == access.TECHNICIAN else "member"
         member = MemberRef(decision.member_id, role, decision.name or "") \
             if decision.member_id is not None else None  # fmt: skip
-        return BadgeTapped(now, hashed, member, None if decision.granted else decision.reason)
+        denial = None if decision.granted else decision.reason
+        if denial is None and role != "technician":  # a directory unheard of too long: technicians only
+            denial = self._directory_gate(d.wall())
+        return BadgeTapped(now, hashed, member, denial)
 
     def _inbox_file_for(self, tap: BadgeTapped) -> Path | None:
         """The inbox file this tap offers the controller: a file waiting while the tapper's session is open.

@@ -156,7 +156,8 @@ def _firmware(config: Config, state_dir: Path,
 # --- `fabnode run --simulate` -----------------------------------------------------------------------
 
 def simulated_config(config_file: Path | None, firmware: str | None, state_dir: Path) -> Config:
-    """The config for `--simulate`: the given file with every part simulated, or a built-in one."""
+    """The config for `--simulate`: the given file with every part simulated (the web server on a free
+    loopback port), or a built-in one."""
     if config_file is None:
         kind = LASER if firmware == GRBL else "printer"
         config_file = state_dir / f"fabnode-sim-{kind}.toml"
@@ -170,6 +171,8 @@ def simulated_config(config_file: Path | None, firmware: str | None, state_dir: 
         gpio=dataclasses.replace(config.gpio, backend="sim"),
         reader=dataclasses.replace(config.reader, backend="sim"),
         inbox=inbox,
+        # A free loopback port, never announced: a simulated node is no printer for the LAN's slicers.
+        web=dataclasses.replace(config.web, host="127.0.0.1", port=0, announce=False),
     )
 
 

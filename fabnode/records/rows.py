@@ -108,8 +108,9 @@ def session_payload(session: Mapping[str, Any], member_hash: str | None) -> dict
 
 
 def job_payload(job: Mapping[str, Any], member_hash: str | None) -> dict[str, Any]:
-    """A job row as telemetry sends it: no file name, no rates; an abort as the region knows it."""
-    skip = {"id", "member_id", "file_name", "grams_per_mm", "price_per_kg", "price_per_laser_hour"}
+    """A job row as telemetry sends it: no file name, rates or uploader; an abort as the region knows it."""
+    skip = {"id", "member_id", "file_name", "grams_per_mm", "price_per_kg", "price_per_laser_hour",
+            "uploaded_by"}  # an upload's key owner is a name: it stays on the node
     payload = {k: v for k, v in job.items() if k not in skip}
     payload["job_id"] = job["id"]
     payload["member_hash"] = member_hash

@@ -63,6 +63,7 @@ from fabnode.records.rows import (
     session_payload,
 )
 from fabnode.records.schema import (
+    JOB_SOURCES,
     UsageLogError,
     migrate,
     schema_version,
@@ -238,15 +239,21 @@ class UsageLog:
         lines_total: int | None = None,
         material: str | None = None,
         rates: JobRates = JobRates(),  # frozen: sharing the default is safe
+        source: str = "cli",
+        uploaded_by: str | None = None,
     ) -> int:
-        """Insert a job `in_progress`; return its id."""
+        """Insert a job `in_progress`; return its id. `source`: cli, inbox or upload (then `uploaded_by`,
+        the key owner's name or "lab")."""
+        if source not in JOB_SOURCES:
+            raise UsageLogError(f"job source {source!r}: expected one of {', '.join(JOB_SOURCES)}")
         with write_transaction(self._db, durable=True):
             cur = self._db.execute(
                 "INSERT INTO jobs (session_id, member_id, machine, file_name, file_sha256, lines_total, "
-                "started, material, grams_per_mm, price_per_kg, price_per_laser_hour) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started, material, grams_per_mm, price_per_kg, price_per_laser_hour, source, uploaded_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [session_id, member_id, machine, file_name, file_sha256, lines_total, utc_iso(now),
-                 material, rates.grams_per_mm, rates.price_per_kg, rates.price_per_laser_hour],
+                 material, rates.grams_per_mm, rates.price_per_kg, rates.price_per_laser_hour, source,
+                 uploaded_by],
             )  # fmt: skip
             job_id = int(cur.lastrowid or 0)
             self._enqueue(KIND_JOB_STARTED, self._job_payload(self._row("jobs", job_id)), now)

@@ -28,6 +28,7 @@ from fabnode.web.announce import Announcer
 from fabnode.web.context import WebContext
 from fabnode.web.desk import NodeDesk
 from fabnode.web.octoprint import OCTOPRINT_VERSION, NotFoundHandler, routes
+from fabnode.web.page import routes as page_routes
 from fabnode.web.uploads import remove_leftovers
 
 log = logging.getLogger("fabnode.web")
@@ -94,8 +95,9 @@ class WebServer:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
-        app = Application(routes(), fabnode=self.context, compress_response=False, xheaders=False,
-                          default_handler_class=NotFoundHandler, log_function=log_request)
+        app = Application([*routes(), *page_routes(self.context)], fabnode=self.context,
+                          compress_response=False, xheaders=False, default_handler_class=NotFoundHandler,
+                          log_function=log_request)  # fmt: skip
         self._server = HTTPServer(
             app,
             idle_connection_timeout=HEADER_TIMEOUT_S,
@@ -122,6 +124,11 @@ class WebServer:
         async def shut() -> None:
             server.stop()
             await server.close_all_connections()
+            # what handlers left running (the status page's feed, a stream's waits) ends before the loop
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             loop.stop()
 
         loop.call_soon_threadsafe(lambda: loop.create_task(shut()))

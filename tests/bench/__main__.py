@@ -10,7 +10,8 @@ import sys
 
 # Each module has run() -> list[tuple[str, str, str]]: (benchmark, figure, reference/ratio).
 MODULES: list[str] = [
-    "streaming", "analysis", "node", "node_prepare", "telemetry", "region", "node_job", "cli",
+    "streaming", "grbl_streaming", "analysis", "node", "node_prepare", "telemetry", "region", "node_job",
+    "cli", "web", "directory",
 ]
 
 

@@ -42,9 +42,11 @@ from fabnode.machine.events import (
     StorageChanged,
     TemperatureReported,
     Tick,
+    UploadChecked,
+    UploadReceived,
     WiringCheckRequested,
 )
-from fabnode.machine.state import MemberRef, State
+from fabnode.machine.state import MemberRef, QueuedUpload, State
 from tests.unit.controller_settings import settings_for_tests
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
@@ -98,6 +100,8 @@ def sample(event_type: type, state: State, now: float) -> Any:
         InboxChecked: lambda: InboxChecked(now, BadgeTapped(now, "a", ALICE), "part.gcode"),
         CalibrationRequested: lambda: CalibrationRequested(now, "prusa-1"),
         WiringCheckRequested: lambda: WiringCheckRequested(now, "prusa-1", leds=SetLeds(True, True)),
+        UploadReceived: lambda: UploadReceived(now, QueuedUpload("u1", "up.gcode", who, True, now + 86400.0)),
+        UploadChecked: lambda: UploadChecked(now, "u0", who.id),
     }
     return makers[event_type]()
 
@@ -108,7 +112,7 @@ MOVES: dict[State, dict[type, State]] = {
     S.LOCKED: {BadgeTapped: S.UNLOCKED, EStopPressed: S.FAULT, FirmwareFault: S.FAULT},
     S.UNLOCKED: {
         Tick: S.COOLDOWN, BadgeTapped: S.COOLDOWN, EStopPressed: S.FAULT, FirmwareFault: S.FAULT,
-        JobRequested: S.RUNNING, LockRequested: S.COOLDOWN,
+        JobRequested: S.RUNNING, LockRequested: S.COOLDOWN, UploadReceived: S.RUNNING,
     },
     S.RUNNING: {
         EStopPressed: S.FAULT, FirmwareFault: S.FAULT, JobPaused: S.PAUSED, JobEnded: S.UNLOCKED,
@@ -122,7 +126,7 @@ MOVES: dict[State, dict[type, State]] = {
     S.FAULT: {BadgeTapped: S.LOCKED},
     S.MAINTENANCE: {
         BadgeTapped: S.COOLDOWN, EStopPressed: S.FAULT, FirmwareFault: S.FAULT, JobRequested: S.RUNNING,
-        LockRequested: S.COOLDOWN,
+        LockRequested: S.COOLDOWN, UploadReceived: S.RUNNING,
     },
 }
 KIND_MOVES = {  # what differs between a laser and a printer
@@ -178,7 +182,8 @@ def test_the_diagram_has_every_move_of_the_table():
 def test_the_description_lists_every_pair():
     rows = describe_transitions().splitlines()[2:]
     assert len(rows) == len(ALL_PAIRS)
-    assert "| FAULT | Tick | (stays) | ignored (inputs are still tracked) |" in rows
+    assert "| FAULT | LidOpened | (stays) | ignored (inputs are still tracked) |" in rows
+    assert any(r.startswith("| FAULT | Tick | (stays) | Uploads no tap started in time") for r in rows)
     assert "| LOCKED | JobRequested | (stays) | Refused: no one is badged in: tap a badge first. |" in rows
 
 
@@ -250,4 +255,5 @@ def test_random_journeys_keep_the_safety_rules(kind, run):
 
 
 SOCKET_REQUESTS = (JobRequested, PauseRequested, ResumeRequested, CancelRequested, LockRequested,
-                   CalibrationRequested, WiringCheckRequested, InboxChecked)  # answered in every state
+                   CalibrationRequested, WiringCheckRequested, InboxChecked,
+                   UploadReceived, UploadChecked)  # answered in every state
