@@ -90,6 +90,10 @@ class InFlight:
         """Forget numbered entries >= n: Marlin refused them and they will be sent again."""
         self._drop(lambda entry: entry.n >= n)
 
+    def drop_m105_below(self, n: int) -> None:
+        """Forget numbered M105s before line n: Marlin took them (its `Resend:` asked for n)."""
+        self._drop(lambda entry: entry.m105 and 0 <= entry.n < n)
+
     def drop_numbered_through(self, n: int) -> None:
         """Forget numbered entries <= n: Marlin said (ADVANCED_OK `ok N<n>`) it ran them."""
         self._drop(lambda entry: 0 <= entry.n <= n)
@@ -97,15 +101,13 @@ class InFlight:
     def rx_bytes(self) -> int:
         """Bytes that may still sit in Marlin's RX buffer (those it has taken into its queue do not).
 
-        Only the oldest M105 counts: more are outstanding only when answers were lost (a live
-        Marlin took them long ago), and counting them would let lost answers fill the window.
+        Every unanswered M105 counts: the host sends no second one while one waits (a poke then
+        sends lines again in place of those on the wire), so lost answers cannot overfill it.
         """
         out_of_rx = 0
-        m105_seen = False
         for i, entry in enumerate(self._q):
-            if i < self.queued or 0 <= entry.n <= self.taken_n or (entry.m105 and m105_seen):
+            if i < self.queued or 0 <= entry.n <= self.taken_n:
                 out_of_rx += entry.size
-            m105_seen |= entry.m105
         return self.bytes - out_of_rx
 
     def clear(self) -> list[Entry]:

@@ -1,13 +1,12 @@
 """The host's side of Marlin's serial protocol, sans-I/O: bytes in, events out, bytes to write.
 
-A job starts with `N0 M110 N0*cs`; job lines follow once Marlin acknowledged it, as
-`N<n> <cmd>*<xor>` with n = 1, 2, ... The sum of bytes of unacknowledged lines stays within the
-RX window (plus, with ADVANCED_OK, the lines Marlin says sit in its command queue). A refused line
-is answered `Resend: n` and `ok` (drivers.marlin.resend says which to answer; that `ok` is ignored).
-
-Why a lost `ok` never stalls a job: after poke_after_s without an `ok` or `busy:`, the host sends
-M105 (numbered when it can be, so Marlin takes it only once every earlier line is in); its answer,
-`ok T:...`, is unmistakable and acknowledges everything sent before it.
+A job starts with `N0 M110 N0*cs`; job lines follow once Marlin acknowledged it, compact, as
+`N<n> <cmd>*<xor>` with n = 1, 2, ... The bytes of unacknowledged lines stay within the RX window
+(plus, with ADVANCED_OK, the lines Marlin says sit in its command queue), room for one numbered
+M105 kept free. A refused line is answered `Resend: n` and `ok`: after it, nothing numbered goes
+until the stale lines were answered (drivers.marlin.recovery), then from n (drivers.marlin.resend).
+A lost `ok` never stalls a job: after poke_after_s without `ok` or `busy:` the host sends a
+numbered M105 within the window; its `ok T:...` acknowledges everything before it.
 """
 
 from __future__ import annotations
@@ -34,8 +33,9 @@ from drivers.events import (
     Temperatures,
 )
 from drivers.gcode_text import strip_for_wire
-from drivers.marlin import faults, wire
+from drivers.marlin import answers, faults, wire
 from drivers.marlin.flight import Entry, InFlight, PendingCommand
+from drivers.marlin.recovery import Recovery
 from drivers.marlin.resend import ResendPolicy
 from drivers.marlin.states import ACTIVE_STATES, JobStateError, allowed, next_state
 from drivers.marlin.stream import Stream
@@ -45,7 +45,6 @@ __all__ = ["DEFAULT_SAFE_STOP", "JobStateError", "MarlinHost"]
 # Heaters and fan off, lift, release the motors: what a cancelled print must leave behind.
 DEFAULT_SAFE_STOP: tuple[str, ...] = ("M104 S0", "M140 S0", "M107", "G91", "G1 Z5 F600", "G90", "M84")
 _M108 = b"M108\n"
-_M105 = "M105"
 
 
 class MarlinHost:
@@ -66,23 +65,18 @@ class MarlinHost:
         no_answer_after_s: float = 60.0,
         temperature_interval_s: float = 2.0,
         max_resends_of_one_line: int = 10,
+        quiet_after_error_s: float = 0.25,
     ) -> None:
-        """Set the protocol's limits.
-
-        rx_window_bytes: most unacknowledged bytes on the wire (a 128-byte AVR RX buffer holds 127).
-        use_advanced_ok: read `ok N<n> P<p> B<b>` (ADVANCED_OK) for exact acknowledgement and to keep
-            more in flight while lines sit in Marlin's command queue rather than its RX buffer.
-        safe_stop_gcode: lines sent (after M108) when a job is cancelled.
-        poke_after_s: with lines outstanding and neither `ok` nor `busy:` for this long, send M105.
-        no_answer_after_s: with lines outstanding and no line at all for this long, the job fails.
-        temperature_interval_s: M155 auto-report interval asked at job start (M105 polls if refused).
-        max_resends_of_one_line: more requests in a row for one line fail the job, naming the line.
-        """
+        """Set the protocol's limits: rx_window_bytes, most unacknowledged bytes (a 128-byte AVR RX
+        buffer holds 127); use_advanced_ok, read `ok N<n> P<p> B<b>`; safe_stop_gcode, sent after
+        M108 on cancel; poke_after_s, silence before an M105; no_answer_after_s, silence that fails
+        the job; temperature_interval_s, M155's; max_resends_of_one_line, requests in a row for one
+        line that fail the job; quiet_after_error_s, see drivers.marlin.recovery."""
         if rx_window_bytes < 8:
             raise ValueError(f"rx_window_bytes={rx_window_bytes}: at least 8 bytes are needed")
         self._window = rx_window_bytes
         self._advanced = use_advanced_ok
-        cleaned = (self.wire_text(line) for line in safe_stop_gcode)
+        cleaned = (self.wire_text(line) for line in safe_stop_gcode)  # as written: few, and read in logs
         self._safe_stop = tuple(line for line in cleaned if line)
         self._poke_after = poke_after_s
         self._no_answer_after = no_answer_after_s
@@ -90,6 +84,7 @@ class MarlinHost:
         if max_resends_of_one_line < 1:
             raise ValueError(f"max_resends_of_one_line={max_resends_of_one_line}: at least 1")
         self._max_repeats = max_resends_of_one_line
+        self._recovery = Recovery(quiet_after_error_s)
         self._state = JobState.IDLE
         self._events: list[Event] = []
         self._now = 0.0
@@ -106,7 +101,7 @@ class MarlinHost:
         self._progress_at = 0.0  # last `ok`/`busy:` (or when lines went out onto an idle wire)
         self._life_at = 0.0  # last line of any kind
         self._poked_at: float | None = None
-        self._poke_n: int | None = None  # a numbered M105 poke that goes out whatever the window
+        self._poke_waits = False  # a poke's M105 is unanswered
         self._poll_at: float | None = None  # next M105 temperature poll (firmware without M155)
         self._new_job(())
 
@@ -116,6 +111,11 @@ class MarlinHost:
     def job_state(self) -> str:
         """One of drivers.events.JobState."""
         return self._state
+
+    @property
+    def window_bytes(self) -> int:
+        """Most unacknowledged bytes that may sit in Marlin's RX buffer."""
+        return self._window
 
     @property
     def resends(self) -> int:
@@ -153,6 +153,8 @@ class MarlinHost:
             self._put(entry, now)
             out.append(data)
         rx = self._flight.rx_bytes()
+        if self._recovery.holding(now, answers.queue_busy(self._flight)):
+            return b"".join(out)  # stale lines still arrive: a flush would cut what we send now
         while self._queued and self._fits(rx, len(self._queued[0][0])):
             data, entry = self._queued.popleft()
             self._put(entry, now)
@@ -161,11 +163,10 @@ class MarlinHost:
         while True:
             state = self._state
             frame = self._s.candidate(state == JobState.RUNNING, state == JobState.CANCELLING)
-            if frame is None or not (self._fits(rx, len(frame)) or self._s.next_n == self._poke_n):
+            # only an M105 may use the room kept for the poke
+            if frame is None or not self._fits(rx, len(frame), reserve=not self._s.is_m105(self._s.next_n)):
                 break
             entry = self._s.transmit(frame)
-            if entry.n == self._poke_n:
-                self._poke_n = None
             self._put(entry, now)
             rx += len(frame)
             out.append(frame)
@@ -190,7 +191,7 @@ class MarlinHost:
         """When poll() must run next (now, when events wait to be collected); None without timers."""
         if self._events:
             return self._now
-        times = [t for t in (self._poll_at,) if t is not None]
+        times = [t for t in (self._poll_at, self._recovery.release_at()) if t is not None]
         if len(self._flight):
             times += [self._life_at + self._no_answer_after, self._poke_due()]
         return min(times) if times else None
@@ -227,7 +228,7 @@ class MarlinHost:
         """Queue one manual command, sent unnumbered; its answer comes as a CommandReply."""
         command = self.wire_text(line)
         data = wire.manual_line(line, command)
-        is_m105 = command.upper().split(" ", 1)[0] == _M105
+        is_m105 = command.upper().split(" ", 1)[0] == answers.M105
         self._queued.append((data, Entry(-1, len(data), is_m105, PendingCommand(command), command)))
 
     # -- writing ------------------------------------------------------------------------------
@@ -237,15 +238,20 @@ class MarlinHost:
         self._resends = ResendPolicy()
         self._cancel_reason = ""
         self._poll_at = None
-        self._poke_n = None
         self._flight.taken_n = -1
+        self._recovery.reset()
+        self._poke_waits = False
 
-    def _fits(self, rx: int, size: int) -> bool:
+    def _fits(self, rx: int, size: int, reserve: bool = True) -> bool:
+        # Room for a numbered M105 stays free, so the poke on silence never exceeds the window.
         # A line longer than the whole window goes alone onto an empty wire.
-        return rx + size <= self._window or self._flight.bytes == 0
+        kept = len(str(len(self._s.frames))) + 11 if reserve and self._s.live else 0  # `N<n> M105*<cs>\n`
+        return rx + size + kept <= self._window or self._flight.bytes == 0
 
     def _put(self, entry: Entry, now: float) -> None:
-        if not len(self._flight):  # the wait for an answer starts now, not at the last old answer
+        if not len(self._flight) and not self._poke_waits:
+            # the wait for an answer starts now, not at the last old answer (a poke's own resends
+            # are part of the wait that made it poke)
             self._progress_at = self._life_at = now
         self._flight.push(entry)
         self._resends.transmitted(entry.n)
@@ -254,6 +260,7 @@ class MarlinHost:
 
     def _on_line(self, line: str, now: float) -> None:
         self._life_at = now
+        self._recovery.heard(now)
         swallow, self._swallow_ok = self._swallow_ok, ""
         temps_due, self._ok_before_temps = self._ok_before_temps, False
         kind = wire.classify(line)
@@ -289,8 +296,13 @@ class MarlinHost:
         if swallow == "garbage" and not info.temperatures and not numbered:
             return  # the `ok` of a line noise made up acknowledges nothing
         self._progress_at = now
+        tail = self._recovery.active and not info.temperatures and not numbered
+        if tail and answers.is_tail_ok(self._flight, self._unnumbered_only()):
+            self._recovery.tail_ran(now)  # a cut tail ran: its `ok` acknowledges none of our lines
+            return
         if info.temperatures or swallow == "m105":
             popped = self._flight.pop_through_m105()
+            self._poke_waits = False
         elif numbered and info.line_number is not None:
             self._seen_n = True
             popped = self._ok_numbered(info.line_number)
@@ -307,6 +319,10 @@ class MarlinHost:
         for i, entry in enumerate(popped):
             self._entry_done(entry, line, own=i == len(popped) - 1)
         self._check_progress()
+
+    def _unnumbered_only(self) -> bool:
+        # With ADVANCED_OK (once `ok N<n>` showed up) an `ok` without N answers an unnumbered line.
+        return self._advanced and self._seen_n
 
     def _ok_numbered(self, n: int) -> list[Entry]:
         """ADVANCED_OK named the numbered line just run: every line before it ran too."""
@@ -336,6 +352,7 @@ class MarlinHost:
         handshake = self._s.acked_n < 0
         self._events.extend(self._s.ack_through(n))
         self._flight.drop_numbered_through(n)  # e.g. M105 pokes whose answers were lost
+        self._poke_waits &= self._flight.m105_count > 0
         if handshake:
             self._resends.handshake_done()
         if handshake and self._s.live and self._temp_interval > 0:
@@ -367,16 +384,37 @@ class MarlinHost:
             self._events.append(FirmwareMessage(line))
             return
         stream = self._s
-        if stream.acked_n >= 0 and 0 < asked <= len(stream.frames):
-            # Marlin took every line below the one it asks for: they left its RX buffer.
+        refused = wire.refused_line(reason)
+        ours = stream.acked_n >= 0 and 0 < asked <= len(stream.frames)
+        if ours:
+            # Marlin took every line below the one it asks for: they left its RX buffer. Its M105s
+            # among them ran at once: one whose answer is missing was lost, a poke may ask again.
             self._flight.taken_n = max(self._flight.taken_n, asked - 1)
-        n = self._resends.decide(asked, stream, wire.refused_line(reason))
+            self._flight.drop_m105_below(asked)
+            self._poke_waits &= self._flight.m105_count > 0
+            if stream.barrier_n is not None and stream.acked_n < stream.barrier_n < asked:
+                stream.renew_barrier()
+        # Marlin's refusals say `Last Line:` and flush its RX buffer: hold until the stale lines are
+        # answered. Firmware that names the refused line keeps its buffer: each request is
+        # attributed instead (drivers.marlin.resend).
+        flushes = ours and "last line" in reason.lower() and refused is None and not self._resends.names_lines
+        if flushes:
+            if self._recovery.active:
+                self._recovery.answered(self._now)
+                return  # a stale line's refusal: this episode's resend is already decided
+            self._resends.episode_over()  # every stale line was answered: this request is new
+        elif self._recovery.active:
+            self._recovery.abort()
+        n = self._resends.decide(asked, stream, refused)
         if n is None:
             return  # a stale copy of a request already answered, or not a line of ours
         if self._resends.repeats > self._max_repeats and self._state in ACTIVE_STATES:
             self._lose_flight(line)
             self._fail(*faults.resend_loop(asked, stream.file_line_of(n), self._resends.repeats, reason))
             return
+        if flushes:
+            last = stream.frame_tx[n] if n < len(stream.frame_tx) else -1
+            self._recovery.begin(stream.tx - last if last >= 0 else len(self._flight), self._now)
         self._flight.drop_numbered_from(n)
         if n > stream.next_n:
             # Marlin took lines whose entries an earlier request removed: their `ok`s will come.
@@ -387,7 +425,11 @@ class MarlinHost:
 
     def _on_message(self, kind: str, line: str) -> None:
         if kind == wire.UNKNOWN_COMMAND:
-            self._swallow_ok = self._whose_unknown(wire.unknown_command_text(line))
+            self._swallow_ok = answers.whose_unknown(
+                self._flight, self._s, wire.unknown_command_text(line), self._unnumbered_only()
+            )
+            if self._swallow_ok == "garbage":
+                self._recovery.answered(self._now)  # the tail of a cut line, answered
             if "M155" in line and self._s.live:
                 self._poll_at = self._now  # no auto-report in this firmware: poll M105 instead
         head = self._flight.head()
@@ -396,17 +438,6 @@ class MarlinHost:
             head.command.failed |= kind in (wire.ERROR, wire.UNKNOWN_COMMAND)
         else:
             self._events.append(FirmwareMessage(line))
-
-    def _whose_unknown(self, unknown: str) -> str:
-        """How the `ok` after `Unknown command` counts: "" (for the command we sent), "m105" (our
-        manual M105 glued to stray bytes: `?M105`), "garbage" (noise made it up: a line whose N was hit)."""
-        head = self._flight.head()
-        manual_m105 = head is not None and head.m105 and head.command is not None
-        if manual_m105 and wire.answers(unknown, _M105, numbered=False):
-            return "m105"
-        entry = self._flight.peek(unnumbered_only=self._advanced and self._seen_n)
-        expected = "" if entry is None else self._s.command_of(entry.n) if entry.n >= 0 else entry.text
-        return "" if wire.answers(unknown, expected, entry is not None and entry.n >= 0) else "garbage"
 
     def _on_action(self, line: str, now: float) -> None:
         action = wire.host_action(line)
@@ -446,23 +477,11 @@ class MarlinHost:
         """No `ok` for a while: find out whether an `ok` was lost or a refusal went unanswered."""
         self._poked_at = self._progress_at = now
         self._resends.all_read()
-        m105 = Entry(-1, 5, m105=True, text=_M105)
-        stream = self._s
-        if not stream.live:
-            self._urgent.append((b"M105\n", m105))
-        elif stream.acked_n < 0:
-            # M110 N0 was lost (a booting board drops bytes): again, harmless before any job line.
-            self._flight.drop_numbered_from(0)
-            stream.next_n = 0
-        elif stream.resending and stream.frame_tx[stream.next_n] >= 0:
-            # A resend is under way, the window full of unanswered lines: those sent since Marlin's
-            # last request may have been refused unheard, send them again (it refuses any it has).
-            cut = max(self._resends.answered, stream.acked_n + 1)
-            self._flight.drop_numbered_from(cut)
-            stream.next_n = min(stream.next_n, cut)
+        self._recovery.abort()  # this long a silence: nothing stale is still on its way
+        if not self._s.live:
+            self._urgent.append((b"M105\n", Entry(-1, 5, m105=True, text=answers.M105)))
         else:
-            # Numbered, so Marlin takes it only after every earlier line: its `ok T:` proves them all.
-            self._poke_n = stream.next_n if stream.resending else stream.append_m105()
+            self._poke_waits = answers.poke(self._flight, self._s, self._resends, self._poke_waits)
 
     def _no_answer(self) -> None:
         silent = self._now - self._life_at

@@ -71,6 +71,10 @@ class ResendPolicy:
         self.answered = -1
         self.stale = 0
 
+    def episode_over(self) -> None:
+        """The host waited until every stale line was answered: no copy of a request is to come."""
+        self.stale = 0
+
     def all_read(self) -> None:
         """Marlin has read all that was sent (a long silence): any further request is a real one."""
         self.stale = 0

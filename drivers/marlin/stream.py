@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from drivers.events import LineAcked
-from drivers.gcode_text import strip_for_wire
+from drivers.gcode_text import compact_for_wire
 from drivers.marlin import wire
 from drivers.marlin.flight import Entry
 
@@ -114,6 +114,10 @@ class Stream:
         self._staged = None
         return n
 
+    def is_m105(self, n: int) -> bool:
+        """Line n is one of the host's numbered M105s (pokes, polls, the closing one)."""
+        return n in self._m105
+
     def add_barrier(self) -> None:
         """Every line is framed: end with a numbered M105 (unless one already ends the stream).
 
@@ -126,6 +130,11 @@ class Stream:
         last = len(self.frames) - 1
         self.barrier_n = last if last in self._m105 and last > self.needed_n else self.append_m105()
         self.needed_n = self.barrier_n
+
+    def renew_barrier(self) -> None:
+        """Marlin took the closing M105 but its answer was lost: end with a new one."""
+        if self.barrier_n is not None and not self.resending:
+            self.barrier_n = self.needed_n = self.append_m105()
 
     def command_of(self, n: int) -> str:
         """The command of numbered line n, without its number and checksum."""
@@ -177,7 +186,8 @@ class Stream:
         lines = self._lines
         while self._cursor < len(lines):
             self._cursor += 1
-            command = strip_for_wire(lines[self._cursor - 1], paren_comments=False)
+            # compact: more lines fit Marlin's RX window (the parser reads `G1X10` as `G1 X10.000`)
+            command = compact_for_wire(lines[self._cursor - 1])
             if command:
                 self.upcoming = (self._cursor, command)
                 return

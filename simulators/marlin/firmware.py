@@ -69,7 +69,9 @@ class MarlinFirmware(CommandsMixin):
 
     def _power_on(self) -> None:
         """The state a (re)started board has."""
-        self.checker: LineChecker = VirtualPrinterChecker() if self.cfg.virtual_printer else LineChecker()
+        self.checker: LineChecker = (
+            VirtualPrinterChecker() if self.cfg.virtual_printer else LineChecker(self.cfg.faithful_cuts)
+        )
         self.emergency = EmergencyParser()
         self.queue: deque[Queued] = deque()
         self.current: Generator[float, None, str | None] | None = None
@@ -182,6 +184,7 @@ class MarlinFirmware(CommandsMixin):
             self.say(f'echo:Unknown command: "{item.command}"')
             self._finish(None)
             return
+        self.stats.unnumbered_commands_run += item.line_number is None
         result = handler(item.command)
         if isinstance(result, Generator):
             self.current = result

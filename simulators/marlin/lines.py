@@ -62,12 +62,17 @@ class Verdict:
 class LineChecker:
     """Keeps gcode_LastN and checks each numbered line: line number first, then the checksum."""
 
-    def __init__(self) -> None:
+    def __init__(self, unnumbered_any: bool = False) -> None:
         self.last_n = 0
+        self.unnumbered_any = unnumbered_any  # Marlin 2.x: a line without N is never checked
 
     def check(self, raw: str) -> Verdict:
         """Check one line (comment already stripped, non-empty)."""
+        raw = raw.lstrip(" ")  # Marlin skips leading spaces before it looks for N
         if not raw.startswith("N"):
+            if self.unnumbered_any:
+                # GCodeParser::parse nullifies the first `*` and the blanks before it
+                return Verdict(True, command=raw.split("*", 1)[0].strip())
             if "*" in raw:
                 return self._refuse(ERR_NO_LINENUMBER, "no_line_number")
             return Verdict(True, command=raw)

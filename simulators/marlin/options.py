@@ -18,6 +18,7 @@ class MarlinStats(WireStats):
     missing_checksum_errors: int = 0
     resends_requested: int = 0
     unknown_commands: int = 0
+    unnumbered_commands_run: int = 0  # lines without N that ran (manual commands, cut tails)
     faults_fired: list[str] = field(default_factory=list)
 
 
@@ -61,6 +62,11 @@ class MarlinConfig:
     ok_before_output: bool = False  # M105 says `ok` first, its `T:` line after (some Marlin forks)
     action_space: bool = False  # host actions as `// action:pause` (Prusa MK3, Repetier)
     locked: bool = False  # PASSWORD_FEATURE locked: every command answered `Printer locked!` + `ok`
+    # Marlin 2.x reads a line without N as a command whatever it holds (1.x refused one with a `*`:
+    # `No Line Number with checksum`) and its parser drops the `*...`: the tail of a line cut by
+    # the RX flush after an error runs if it starts at a command (`G1X10*72`), else it is an
+    # unknown command (`echo:Unknown command: "72"` and `ok`). GCodeQueue::get_serial_commands.
+    faithful_cuts: bool = False
     # OctoPrint's virtual printer (simulators.marlin.virtual): no flush, one line at a time, its texts.
     virtual_printer: bool = False
     faults: MarlinFaults = field(default_factory=MarlinFaults)

@@ -19,6 +19,8 @@ simulators.marlin.firmware). Other firmware's habits, as options: `flush_on_erro
 buffer after a refused line (Marlin before 2019: every line behind it is refused too),
 `ok_before_output` answers M105 with `ok` before its `T:` line, `action_space` writes host actions
 as `// action:...`, `locked` answers every command `echo:Printer locked!` and `ok` (PASSWORD_FEATURE).
+`faithful_cuts` reads a line without N as Marlin 2.x does (the tail of a line cut by the RX flush
+after an error runs if it starts at a command: simulators.marlin.options).
 `virtual_printer` answers lines as OctoPrint's virtual printer does (simulators.marlin.virtual);
 `virtual_errors` are its `simulated_errors` (its default: options.VIRTUAL_PRINTER_ERRORS).
 
@@ -79,6 +81,7 @@ class MarlinSimulator:
         action_space: bool = False,
         locked: bool = False,
         virtual_printer: bool = False,
+        faithful_cuts: bool = False,
         virtual_errors: tuple[tuple[int, str], ...] = (),
         link: str | Path | None = None,
     ) -> None:
@@ -116,6 +119,7 @@ class MarlinSimulator:
             action_space=action_space,
             locked=locked,
             virtual_printer=virtual_printer,
+            faithful_cuts=faithful_cuts,
         )
         self.stats = MarlinStats()
         self.executed: list[str] = []

@@ -94,7 +94,7 @@ def wire_lines(path: Path, limit: int | None, paren_comments: bool) -> tuple[lis
 
 
 def streamer_run(firmware: str, raw: Sequence[str], make_protocol: Callable[[], object],
-                 *sim_args: str, sim: SimProcess | None = None) -> Run:
+                 *sim_args: str, sim: SimProcess | None = None, timeout_s: float = 600) -> Run:
     """Stream through drivers.streamer.Streamer with the real host protocol."""
     sim = sim or SimProcess(firmware, *sim_args)
     done = threading.Event()
@@ -113,7 +113,9 @@ def streamer_run(firmware: str, raw: Sequence[str], make_protocol: Callable[[], 
         streamer.wait_ready(3.0)
         cpu0 = time.process_time()
         streamer.start_job(raw, name="bench")
-        done.wait(600)
+        if not done.wait(timeout_s):
+            streamer.close()
+            raise RuntimeError(f"{firmware}: the job did not end within {timeout_s:.0f} s")
         cpu = time.process_time() - cpu0
         streamer.close()
     finally:
@@ -174,32 +176,6 @@ def naive_marlin(commands: Sequence[str], *sim_args: str) -> Run:
                 number += 1
             else:
                 number = resend
-        duration, cpu = time.monotonic() - t0, time.process_time() - cpu0
-        ser.close()
-    finally:
-        stats = sim.stop()
-    return Run(sent, duration, acked, len(commands), cpu, "completed", stats, useful)
-
-
-def naive_grbl(commands: Sequence[str], *sim_args: str) -> Run:
-    """Send-response: one line, wait for its `ok`/`error:`, the next."""
-    sim = SimProcess("grbl", *sim_args)
-    sent = acked = useful = 0
-    try:
-        ser = _open_greeted(sim.port, b"Grbl")
-        cpu0, t0 = time.process_time(), time.monotonic()
-        for command in commands:
-            data = command.encode("ascii") + b"\n"
-            ser.write(data)
-            sent += len(data)
-            while True:
-                line = ser.readline()
-                if not line:
-                    raise RuntimeError(f"naive grbl: no answer to {command!r}")
-                if line.startswith((b"ok", b"error:")):
-                    acked += 1
-                    useful += len(data)
-                    break
         duration, cpu = time.monotonic() - t0, time.process_time() - cpu0
         ser.close()
     finally:
@@ -288,24 +264,13 @@ def marlin_virtual_printer_rows() -> list[tuple[str, str, str]]:
              "before the fix (issue 9): 1496 requested, 517 answered, failed at 695/2656 lines")]
 
 
-def grbl_rows() -> list[tuple[str, str, str]]:
-    """GRBL on the laser files."""
-    from drivers.grbl.host import GrblHost, clean_line
-
-    rows: list[tuple[str, str, str]] = []
-    for name in ("laser-jsdc.gcode", "laser-tball-engrave.gcode"):
-        raw = bench_gcode_file(name).read_text(encoding="utf-8", errors="replace").splitlines()
-        commands = [c for c in map(clean_line, raw) if c]
-        ours = streamer_run("grbl", raw, GrblHost, "--laser-mode")
-        naive = naive_grbl(commands[:NAIVE_LINES], "--laser-mode")
-        rows += _rows(f"grbl {name} ({len(raw)} lines)", ours, naive, 0.90)
-    return rows
-
-
 def run() -> list[tuple[str, str, str]]:
     """All streaming rows; a firmware whose host protocol is missing says so instead."""
     rows: list[tuple[str, str, str]] = []
-    for part in (marlin_rows, marlin_fault_rows, marlin_virtual_printer_rows, grbl_rows):
+    from tests.bench.streaming_marlin import marlin_cut_rows, marlin_latency_rows
+
+    for part in (marlin_rows, marlin_cut_rows, marlin_latency_rows, marlin_fault_rows,
+                 marlin_virtual_printer_rows):
         try:
             rows += part()
         except ImportError as exc:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.gcode_text import strip_for_wire
+from drivers.gcode_text import compact_for_wire
 from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
 from fabnode.records import members as access
@@ -114,7 +114,7 @@ def wire_commands(path: Path) -> list[str]:
     """A file's commands as the firmware records them (comments gone, blanks collapsed)."""
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        text = strip_for_wire(line, paren_comments=False)
+        text = compact_for_wire(line)  # the hosts send lines compact
         if text:
             out.append(" ".join(text.split()))
     return out

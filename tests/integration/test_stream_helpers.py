@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.gcode_text import strip_for_wire
+from drivers.gcode_text import compact_for_wire, strip_for_wire
 from drivers.serial_link import SerialLink
 from drivers.streamer import JobEnded, Streamer
 
@@ -79,7 +79,8 @@ def job_commands(commands: Sequence[str]) -> list[str]:
     a line that was half in (its checksum, `46`) arrives after the flush as an unnumbered line that
     Marlin answers `Unknown command` (as a real board does); the host resends the whole line.
     """
-    return [c for c in commands if not c.startswith(HOST_OWN) and not c.isdigit()]
+    compact = (compact_for_wire(c) for c in commands)  # the Marlin host sends lines compact
+    return [c for c in compact if not c.startswith(HOST_OWN) and not c.isdigit()]
 
 
 def run_job(port: str, baud: int, protocol: object, lines: Sequence[str], timeout: float = 30.0

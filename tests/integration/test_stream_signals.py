@@ -45,4 +45,4 @@ def test_a_stop_signal_cancels_safely_and_says_so(start_sim: SimFactory, tmp_pat
     assert '"status": "cancelled"' in out
     executed = job_commands(sim.executed)  # type: ignore[attr-defined]
     assert len(executed) < 250  # stopped well before the end
-    assert executed[-7:] == ["M104 S0", "M140 S0", "M107", "G91", "G1 Z5 F600", "G90", "M84"]
+    assert executed[-7:] == job_commands(["M104 S0", "M140 S0", "M107", "G91", "G1 Z5 F600", "G90", "M84"])

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.events import JobCompleted, JobFailed, LineAcked
+from drivers.gcode_text import compact_for_wire
 from drivers.marlin.host import MarlinHost
 
 TICK_S = 0.01
@@ -168,8 +169,8 @@ def run_job(lines: list[str], noise: Noise) -> tuple[MarlinModel, list[object]]:
 
 
 def job_commands(lines: list[str]) -> list[str]:
-    """What the firmware must run: each line without its comment, blanks skipped."""
-    return [c for c in (line.split(";", 1)[0].strip() for line in lines) if c]
+    """What the firmware must run: each line without its comment, blanks skipped, sent compact."""
+    return [c for c in map(compact_for_wire, lines) if c]
 
 
 command = st.builds(
