@@ -22,12 +22,12 @@ import itertools
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from fabnode.gcode.bulk_scan import BulkScanner, chunks_of
+from fabnode.gcode.bulk_scan import BOM, BulkScanner, chunks_of, line_chunks
 from fabnode.gcode.preflight import Problem
 from fabnode.gcode.scan import Scanner
 from fabnode.gcode.slicer import SlicerSettings, material_from_file, read_slicer_settings
@@ -38,6 +38,7 @@ __all__ = [
     "Problem",
     "SlicerSettings",
     "analysis_of",
+    "analyze_blocks",
     "analyze_bytes",
     "analyze_file",
     "analyze_lines",
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_PROFILE = MachineProfile()
+READ_BYTES = 1 << 18  # analyze_file's read size: memory stays flat in the file's size
 Taken = Mapping[str, tuple[array, array]]  # Scanner.take_series: name -> (file lines, running totals)
 
 
@@ -208,7 +210,7 @@ def analyze_bytes(
     scanner = Scanner(profile) if reference else BulkScanner(profile)
     text = _text_of(data, scanner)
     if isinstance(scanner, BulkScanner):
-        for chunk in chunks_of(data, 3 if data.startswith(b"\xef\xbb\xbf") else 0):
+        for chunk in chunks_of(data, len(BOM) if data.startswith(BOM) else 0):
             scanner.feed_chunk(chunk)
     else:
         scanner.feed_lines(io.StringIO(text))
@@ -226,18 +228,81 @@ def analyze_file(
     file_material: bool = False,
     keep_material: Collection[str] = (),
     reference: bool = False,
+    per_line: bool = True,
 ) -> Analysis:
     """Analyse a G-code file. OSError when it can't be read; a binary file is a problem, not an error.
-    `file_material`, `keep_material` and `reference` as in `analyze_bytes`."""
-    data = Path(path).read_bytes()
-    return analyze_bytes(data, profile, file_material=file_material, keep_material=keep_material,
-                         reference=reference)[0]  # fmt: skip
+    `file_material`, `keep_material` and `reference` as in `analyze_bytes`; without them the file is
+    read block by block; `per_line=False` keeps only the totals (no `*_at` lookups), so memory stays
+    flat in the file's size (an upload of any size)."""
+    if file_material or reference:  # the slicer's settings and the exact path want the whole text
+        data = Path(path).read_bytes()
+        return analyze_bytes(data, profile, file_material=file_material, keep_material=keep_material,
+                             reference=reference)[0]  # fmt: skip
+    with open(path, "rb") as f:
+        return analyze_blocks(iter(lambda: f.read(READ_BYTES), b""), profile,
+                              None if per_line else _TotalsOnly())  # fmt: skip
+
+
+def analyze_blocks(blocks: Iterable[bytes], profile: MachineProfile, store: SeriesStore | None = None
+                   ) -> Analysis:  # fmt: skip
+    """Analyse a file given as its blocks in order (any size, cut anywhere), as analyze_bytes would the
+    whole: a byte-order mark skipped, the first NUL or non-UTF-8 byte one problem at its line. With
+    `store`, the per-line series go there as they come."""
+    scanner = BulkScanner(profile)
+    offset, text_checked = 0, False  # offset: of the chunk's first byte in the file
+
+    def without_bom() -> Iterator[bytes]:
+        nonlocal offset
+        head, decided = b"", False  # the first bytes, gathered until they tell a byte-order mark
+        for block in blocks:
+            if not decided:
+                head += block
+                if len(head) < len(BOM) and BOM.startswith(head):
+                    continue
+                decided = True
+                if head.startswith(BOM):
+                    head, offset = head[len(BOM):], len(BOM)
+                block = head
+            yield block
+        if not decided:
+            yield head  # the whole file is shorter than a byte-order mark
+
+    for chunk in line_chunks(without_bom()):
+        bad, why = -1, ""
+        try:
+            if not chunk.isascii():
+                chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = exc.start
+            why = f"byte 0x{chunk[bad]:02x} at offset {offset + bad} is not UTF-8 text"
+        nul = chunk.find(b"\0")
+        if nul >= 0 and (bad < 0 or nul < bad):
+            bad, why = nul, f"it contains a NUL byte (offset {offset + nul})"
+        if bad >= 0 and not text_checked:  # reported once, at the first such line (as analyze_bytes)
+            text_checked = True
+            scanner.preflight.not_text(scanner.lines + chunk.count(b"\n", 0, bad) + 1, why)
+        scanner.feed_chunk(chunk)
+        if store is not None:
+            store.add(scanner.take_series())
+        offset += len(chunk)
+    return analysis_of(scanner, store)
+
+
+class _TotalsOnly:
+    """A SeriesStore that keeps nothing: the analysis's totals without its per-line lookups."""
+
+    def add(self, taken: Taken) -> None:
+        """Drop what was handed out."""
+
+    def views(self) -> Mapping[str, tuple[Sequence[int], Sequence[float]]]:
+        """No series: every `*_at` lookup reads 0."""
+        return {name: (array("I"), array("d")) for name in ("filament", "laser", "time", "commands")}
 
 
 def _text_of(data: bytes, scanner: Scanner) -> str:
     """Decode the file; a NUL byte or bytes that are not UTF-8 make one problem at the first such line."""
     nul = data.find(b"\0")
-    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # a byte-order mark some editors write
+    skip = len(BOM) if data.startswith(BOM) else 0  # a byte-order mark some editors write
     try:
         text, bad, why = data[skip:].decode("utf-8"), -1, ""
     except UnicodeDecodeError as exc:

@@ -50,6 +50,22 @@ def chunks_of(data: bytes, start: int = 0, size: int = CHUNK_BYTES) -> Iterator[
         start = stop
 
 
+BOM = b"\xef\xbb\xbf"  # a byte-order mark some editors write: not part of the first line
+
+
+def line_chunks(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The blocks cut at their last "\n" (a line never spans two chunks); the file's tail comes last."""
+    carry = b""
+    for block in blocks:
+        data = carry + block if carry else block
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        if cut:
+            yield data[:cut]
+    if carry:
+        yield carry
+
+
 def bulk_profile(profile: MachineProfile) -> bool:
     """Whether the bulk path models this machine (Marlin with classic jerk); else all goes the exact way."""
     return profile.firmware != GRBL and not profile.junction_deviation_mm

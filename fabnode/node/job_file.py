@@ -18,21 +18,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, overload
 
+from fabnode.gcode.bulk_scan import BOM, line_chunks
+
 BLOCK_BYTES = 1 << 18  # 256 KiB: a short hold of the interpreter per block, 32 bytes of digest each
-BOM = b"\xef\xbb\xbf"
-
-
-def line_chunks(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """The blocks cut at their last "\n" (a line never spans two chunks); the file's tail comes last."""
-    carry = b""
-    for block in blocks:
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n") + 1
-        carry = data[cut:]
-        if cut:
-            yield data[:cut]
-    if carry:
-        yield carry
 
 
 class JobFile(Sequence[str]):

@@ -25,9 +25,8 @@ from typing import Any
 
 from fabnode.gcode import analysis as gcode_analysis
 from fabnode.gcode.analysis import Analysis
-from fabnode.gcode.bulk_scan import BulkScanner
 from fabnode.machine.profile import MachineProfile
-from fabnode.node.job_file import BLOCK_BYTES, BOM, JobFile, block_reader, line_chunks
+from fabnode.node.job_file import BLOCK_BYTES, JobFile, block_reader
 from fabnode.node.job_series import SeriesFiles
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024  # [machine] max_job_mb's default
@@ -113,8 +112,6 @@ class _TooLarge(Exception):
 
 def _read(path: Path, fd: int, size: int, profile: MachineProfile, max_bytes: int,
           progress: Progress | None) -> Preflight:  # fmt: skip
-    scanner = BulkScanner(profile)
-    series = SeriesFiles()
     whole = hashlib.sha256()
     digests: list[bytes] = []
     read = 0
@@ -122,38 +119,19 @@ def _read(path: Path, fd: int, size: int, profile: MachineProfile, max_bytes: in
     def blocks() -> Iterator[bytes]:
         nonlocal read
         for block in block_reader(fd, BLOCK_BYTES):
-            first, read = read == 0, read + len(block)
+            read += len(block)
             if read > max_bytes:
                 raise _TooLarge
             whole.update(block)
             digests.append(hashlib.sha256(block).digest())
             if progress is not None:
                 progress(read, max(size, read))
-            yield block[len(BOM):] if first and block.startswith(BOM) else block
+            yield block
 
-    # offset: of the chunk's first byte in the file (a byte-order mark is skipped, as analyze_bytes does)
-    offset, text_checked = (len(BOM) if os.pread(fd, len(BOM), 0) == BOM else 0), False
-    try:
-        for chunk in line_chunks(blocks()):
-            bad, why = -1, ""
-            try:
-                if not chunk.isascii():
-                    chunk.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad = exc.start
-                why = f"byte 0x{chunk[bad]:02x} at offset {offset + bad} is not UTF-8 text"
-            nul = chunk.find(b"\0")
-            if nul >= 0 and (bad < 0 or nul < bad):
-                bad, why = nul, f"it contains a NUL byte (offset {offset + nul})"
-            if bad >= 0 and not text_checked:  # reported once, at the first such line (as analyze_bytes)
-                text_checked = True
-                scanner.preflight.not_text(scanner.lines + chunk.count(b"\n", 0, bad) + 1, why)
-            scanner.feed_chunk(chunk)
-            series.add(scanner.take_series())  # the per-line figures go to disk as they come
-            offset += len(chunk)
+    try:  # the per-line figures go to disk as they come (SeriesFiles)
+        analysis = gcode_analysis.analyze_blocks(blocks(), profile, SeriesFiles())
     except _TooLarge:
         return _refused(path, f"grew while it was read: {too_large(read, max_bytes)}", read)
-    analysis = gcode_analysis.analysis_of(scanner, series)
     problems = [f"line {p.line}: {p.message}" for p in analysis.problems]
     if analysis.commands == 0 and not problems:
         problems.append("the file holds no G-code command")

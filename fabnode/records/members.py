@@ -340,17 +340,8 @@ class ImportReport:
 def _import_row(
     db: Database, secret: bytes, row: dict[str, str], now: datetime, report: ImportReport
 ) -> None:
-    name = _check_name(row.get("name") or "")
-    uid = (row.get("badge") or "").strip()
-    role = (row.get("role") or "").strip()
-    machines = [m.strip() for m in (row.get("machines") or "").split(";") if m.strip()]
-    until_text = (row.get("until") or "").strip()
-    try:
-        until = date.fromisoformat(until_text) if until_text else None
-    except ValueError:
-        raise AccessError(f"until {until_text!r} is not a date (YYYY-MM-DD)") from None
-    if until is not None and not machines:
-        raise AccessError("until is set but machines is empty")
+    member = csv_member(row)
+    name, uid, role, machines, until = member.name, member.uid, member.role, member.machines, member.until
     existing = _member_row(db, name)
     if existing is None or existing["removed"] is not None:
         if not uid:

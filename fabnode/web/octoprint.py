@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -336,7 +337,7 @@ class UploadHandler(FilesHandler):
             return
         try:
             profile = await self.fab.run(self.fab.desk.machine_profile)
-            analysis = await self.fab.run(analyze_file, received.path, profile)
+            analysis = await self.fab.run(partial(analyze_file, received.path, profile, per_line=False))
         except BaseException:
             receiver.abort()
             raise

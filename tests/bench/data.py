@@ -14,3 +14,12 @@ def bench_gcode_file(name: str) -> Path:
     """`name` from ../shared/data/gcode beside the repository, else from tests/data."""
     shared = SHARED / name
     return shared if shared.is_file() else gcode_file(name)
+
+
+def gcode_prefix(name: str, lines: int, folder: Path) -> Path:
+    """The first `lines` lines of the bench file `name`, written to `folder` (a job short enough to
+    stream within a benchmark's time)."""
+    prefix = folder / f"{Path(name).stem}-prefix.gcode"
+    with bench_gcode_file(name).open(encoding="utf-8") as f:
+        prefix.write_text("".join(line for _, line in zip(range(lines), f, strict=False)), encoding="utf-8")
+    return prefix

@@ -35,7 +35,7 @@ from fabnode.node.control import ControlError, request
 from fabnode.paths import control_socket_path, secret_file_path, usage_db_path
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
-from tests.bench.data import bench_gcode_file
+from tests.bench.data import bench_gcode_file, gcode_prefix
 
 PREFIX_LINES = 20_000
 BAUD = 115200
@@ -158,10 +158,7 @@ def run() -> list[tuple[str, str, str]]:
     benchy = bench_gcode_file("prusaslicer-benchy.gcode")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        prefix = tmp / "benchy-prefix.gcode"
-        with benchy.open(encoding="utf-8") as f:
-            prefix.write_text("".join(line for _, line in zip(range(PREFIX_LINES), f, strict=False)),
-                              encoding="utf-8")  # fmt: skip
+        prefix = gcode_prefix("prusaslicer-benchy.gcode", PREFIX_LINES, tmp)
         m = _run_job(tmp, prefix)
         profile = load_config(REPO / "config" / "fabnode-printer.toml").machine
         hours = analyze_file(prefix, profile).estimated_s / 3600

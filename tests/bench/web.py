@@ -42,7 +42,7 @@ from fabnode.records.usage import UsageLog
 from fabnode.web.desk import Owner
 from fabnode.web.fake_desk import FakeDesk
 from fabnode.web.server import WebServer
-from tests.bench.data import bench_gcode_file
+from tests.bench.data import bench_gcode_file, gcode_prefix
 from tests.bench.node_job import BAUD, BOOT, CONFIG, REPO, UID, _ask, _cpu_s, _proc, _stop, _wait
 from tests.data.web.prusaslicer import prusaslicer_body
 
@@ -296,13 +296,9 @@ def _pct(values: list[float], q: float) -> float:
 
 def load_rows() -> list[tuple[str, str, str]]:
     """GET /api/job at 20/s during a streamed job, and the job's efficiency beside a quiet one."""
-    benchy = bench_gcode_file("prusaslicer-benchy.gcode")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        prefix = tmp / "benchy-prefix.gcode"
-        with benchy.open(encoding="utf-8") as f:
-            prefix.write_text("".join(line for _, line in zip(range(PREFIX_LINES), f, strict=False)),
-                              encoding="utf-8")  # fmt: skip
+        prefix = gcode_prefix("prusaslicer-benchy.gcode", PREFIX_LINES, tmp)
         try:
             quiet = _job_under_load(tmp, prefix, with_requests=False)
             loaded = _job_under_load(tmp, prefix, with_requests=True)

@@ -170,6 +170,8 @@ def test_the_page_shows_the_machine_state_and_progress(browser: WebDriver, serve
     bar = browser.find_element(By.ID, "job-bar")
     fill = browser.find_element(By.ID, "job-fill")
     assert bar.get_attribute("aria-valuenow") == "42.5"
+    # the fill eases to its width (a CSS transition): measure it once it has arrived
+    until(browser, lambda _: abs(fill.size["width"] / bar.size["width"] - 0.425) <= 0.02, "the bar's fill")
     assert fill.size["width"] / bar.size["width"] == pytest.approx(0.425, abs=0.02)
     temps = shown(browser, "temp-list")
     assert "hotend 214.8 / 215 °C" in temps and "bed 59.5 / 60 °C" in temps

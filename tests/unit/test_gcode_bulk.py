@@ -214,3 +214,28 @@ def test_numbers_of_every_shape_read_as_the_exact_path_reads_them(seed: int) -> 
     exact, bulk = both(data)
     assert bulk == exact
     assert in_chunks(data, 3000) == exact
+
+
+def _blocks(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_a_file_read_in_blocks_cut_anywhere_has_the_figures_of_its_whole_bytes(size: int) -> None:
+    # analyze_file and the daemon's preflight read blocks cut mid-line and mid-character (UTF-8, BOM)
+    for data in (b"\xef\xbb\xbfG1 X1 Y1\nG1 X2 Y2\n", b"G1 X1 Y1\nG1 X2\0 Y2\nG1 X3\n",
+                 b"G1 X1 Y1\n; caf\xc3\xa9\nG1 X2 \xff\nG1 X3 Y3\n",
+                 gcode_path("prusaslicer-cubhelix.gcode").read_bytes()[:20_000]):  # fmt: skip
+        whole = figures(analyze_bytes(data, PRINTER)[0])
+        assert figures(gcode_analysis.analyze_blocks(_blocks(data, size), PRINTER)) == whole
+
+
+def test_analyze_file_reads_in_blocks_and_without_per_line_figures_keeps_the_totals(tmp_path) -> None:
+    data = gcode_path("prusaslicer-cubhelix.gcode").read_bytes()
+    path = tmp_path / "job.gcode"
+    path.write_bytes(data)
+    whole = analyze_bytes(data, PRINTER)[0]
+    assert figures(gcode_analysis.analyze_file(path, PRINTER)) == figures(whole)
+    totals = gcode_analysis.analyze_file(path, PRINTER, per_line=False)
+    assert totals.to_json() == whole.to_json()
+    assert totals.filament_mm_at(totals.lines) == 0.0 < whole.filament_mm_at(whole.lines)
