@@ -324,7 +324,7 @@ def _register_sync(lab: typer.Typer) -> None:
         if not fab_manager.private_transport(base):
             exits.error(f"warning: {base} is plain http: the token and members' e-mails cross the network "
                         "unencrypted; use https")
-        with directory_context(state_dir) as (directory, _):
+        with directory_context(state_dir, adopt=not dry_run) as (directory, _):
             try:
                 data = fab_manager.read_all(client, base, machine_map)
             except fab_manager.FabManagerError as exc:

@@ -74,14 +74,16 @@ def lab_context(state_dir: Path | None, need_secret: bool = True, may_start: boo
 
 
 @contextmanager
-def directory_context(state_dir: Path | None, may_start: bool = False,
-                      new_lab: bool = False) -> Iterator[tuple[LabDirectory, bytes]]:  # fmt: skip
-    """The lab directory of this node's usage log, and the lab's secret (errors as lab_context's)."""
+def directory_context(state_dir: Path | None, may_start: bool = False, new_lab: bool = False,
+                      adopt: bool = True) -> Iterator[tuple[LabDirectory, bytes]]:  # fmt: skip
+    """The lab directory of this node's usage log, and the lab's secret (errors as lab_context's);
+    adopt brings members enrolled before the directory into it first (a write: not for dry runs)."""
     with lab_context(state_dir, may_start=may_start, new_lab=new_lab) as (log, secret):
         lab, node = _identity(log)
         try:
             directory = LabDirectory.open(log.db, secret, node, lab, remember=False)
-            lab_members.adopt_local_members(directory, now=datetime.now(UTC))
+            if adopt:
+                lab_members.adopt_local_members(directory, now=datetime.now(UTC))
             yield directory, secret
         except (ValueError, sqlite3.DatabaseError) as exc:  # AccessError is a ValueError too
             exits.fail(str(exc), exits.FAILED)

@@ -18,6 +18,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fabnode.cli import app, exits
+from fabnode.paths import secret_file_path, usage_db_path
+from fabnode.records import members as access
+from fabnode.records.usage import UsageLog
 from tests.conftest import REPO
 
 DATA = REPO / "tests" / "data" / "fab_manager"
@@ -327,6 +331,19 @@ def test_dry_run_changes_nothing(node: Path, tmp_path: Path, fab: tuple[FabManag
     result = sync(url, tmp_path, "--dry-run")
     assert result.exit_code == 0 and "would change: 5 trainings granted" in result.stdout
     assert look(node) == before
+
+
+def test_dry_run_leaves_members_enrolled_before_the_directory_as_they_were(
+        node: Path, tmp_path: Path, fab: tuple[FabManager, str]) -> None:
+    _, url = fab
+    enrol(node)
+    with UsageLog.open(usage_db_path(node)) as log:  # as a node enrolled before the lab directory did
+        access.add_member(log.db, access.load_secret(secret_file_path(node)), "Edsger Dijkstra", "04a22b20",
+                          now=datetime.now(UTC))  # fmt: skip
+    assert sync(url, tmp_path, "--dry-run").exit_code == 0
+    with UsageLog.open(usage_db_path(node)) as log:
+        rows = log.db.execute("SELECT directory_id FROM members WHERE name = 'Edsger Dijkstra'").fetchall()
+    assert rows == [(None,)]  # not brought into the directory by a run that promised to change nothing
 
 
 def break_users_page(state: FabManager) -> None:
