@@ -56,14 +56,14 @@ from fabnode.node.actions import ActionRunner
 from fabnode.node.jobs import JobBook
 from fabnode.node.logsafe import shown
 from fabnode.node.ports import Outcome
-from fabnode.node.prepare import preflight
+from fabnode.node.prepare import Preflight, preflight
 from fabnode.node.requests import RequestHandler
 from fabnode.node.taps import TapDesk
 from fabnode.node.uploads_store import UploadRecord, UploadStore
 from fabnode.records import api_keys
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
-from fabnode.web.desk import KeyRole, Owner, Reply, Upload
+from fabnode.web.desk import KeyRole, Owner, Reply, Upload, refused_by_preflight, upload_figures
 
 if TYPE_CHECKING:  # tornado is imported only when `[web] enabled`: a node without it saves its memory
     from fabnode.web.server import WebServer
@@ -109,6 +109,13 @@ def totals_only(analysis: Analysis) -> Analysis:
     light = {f.name: f.default_factory() for f in dataclasses.fields(analysis)
              if f.name.startswith("_") and f.default_factory is not dataclasses.MISSING}  # fmt: skip
     return dataclasses.replace(analysis, **light)
+
+
+def preflight_problems(pre: Preflight) -> list[dict[str, object]]:
+    """What a file fails by, as the API shows it: its lines' problems, else what refused the file."""
+    if pre.analysis is not None and pre.analysis.problems:
+        return [p.to_json() for p in pre.analysis.problems]
+    return [{"line": None, "message": message} for message in pre.problems]
 
 
 def _key_role(text: str) -> KeyRole:
@@ -253,15 +260,13 @@ class WebDesk:
         for upload, record in queued:
             received = record.received_at
             lab = upload.owner.role == "lab"
-            analysis = upload.analysis
             entries.append({
                 "id": record.id, "name": upload.name, "owner": upload.owner.name, "role": upload.owner.role,
                 "print": upload.print_now, "size": upload.size, "received": record.received,
                 "expires": utc_iso(received + timedelta(hours=web.upload_expiry_h)),
                 "claim_until": utc_iso(received + timedelta(minutes=web.claim_window_min)) if lab else None,
                 "waits_for": "a trained member's tap" if lab else f"{upload.owner.name}'s tap",
-                "estimated_s": round(analysis.estimated_s, 1), "filament_g": round(analysis.filament_g, 2),
-                "cost": round(analysis.cost, 2),
+                **upload_figures(upload),
             })  # fmt: skip
         return {"web": {"url": self.url, "enabled": web.enabled, "error": self.error, "uploads": entries},
                 "last_refused": self.d.taps.last_refused}  # fmt: skip
@@ -306,7 +311,7 @@ class WebDesk:
                 self.store.shelve(record, "stale", reason=f"fails preflight: {'; '.join(pre.problems[:3])}")
             else:
                 self.store.forget(record.id)
-            return Reply("conflict", f"{upload.name} fails preflight", {"problems": pre.problems})
+            return refused_by_preflight(upload.name, preflight_problems(pre))
         assert pre.analysis is not None  # pre.ok
         kept = dataclasses.replace(upload, analysis=totals_only(pre.analysis))
         if upload.print_now:
@@ -347,8 +352,7 @@ class WebDesk:
                     log.warning("upload %s: %s: moved to stale/", shown(record.name), shown(denial))
                     continue
                 upload = Upload(self.store.folder / record.file, record.name, record.folder, record.size,
-                                record.sha256, owner, record.print_now, record.select,
-                                analysis=None)  # type: ignore[arg-type]  # set by _arrive from its preflight
+                                record.sha256, owner, record.print_now, record.select)
                 reply = self._arrive(record, upload, restored=True)
                 log.info("upload %s back in the queue: %s", shown(record.name), shown(reply.message))
             except Exception:  # one bad upload must not keep the others out of the queue

@@ -32,7 +32,7 @@ class Owner:
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """A G-code file that arrived whole, passed preflight, and waits in the upload folder."""
+    """A G-code file that arrived whole; the desk preflights it and, once queued, holds its totals."""
 
     path: Path  # in the desk's upload folder, under a name the server chose
     name: str  # the file name the slicer gave (checked: no folders, no control characters)
@@ -42,7 +42,16 @@ class Upload:
     owner: Owner
     print_now: bool  # `print=true`: start as soon as the owner's session and the machine allow
     select: bool  # `select=true`
-    analysis: Analysis = field(repr=False)
+    analysis: Analysis | None = field(default=None, repr=False)  # set by the desk that queued it
+
+
+def upload_figures(upload: Upload) -> dict[str, float | None]:
+    """A queued upload's estimated_s, filament_g and cost, rounded (None before its preflight)."""
+    a = upload.analysis
+    if a is None:
+        return {"estimated_s": None, "filament_g": None, "cost": None}
+    return {"estimated_s": round(a.estimated_s, 1), "filament_g": round(a.filament_g, 2),
+            "cost": round(a.cost, 2)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,8 @@ class NodeDesk(Protocol):
         ...
 
     def submit_upload(self, upload: Upload) -> Reply:
-        """Queue a preflighted upload (or start it); `forbidden` names why (e.g. not trained)."""
+        """Preflight the upload and queue it (or start it); `forbidden` names why (e.g. not trained),
+        `conflict` with `problems` (see `refused_by_preflight`) what the file gets wrong."""
         ...
 
     def pause(self, job_id: int, who: Owner) -> Reply:
@@ -97,3 +107,9 @@ class NodeDesk(Protocol):
     def key_owner(self, key: str) -> Owner | None:
         """Who holds this API key (fabnode.records.api_keys.key_owner), or None for no such key."""
         ...
+
+
+def refused_by_preflight(name: str, problems: Sequence[Mapping[str, object]]) -> Reply:
+    """A desk's answer to a file that fails preflight: `problems` as {"line": n or None, "message": ...}."""
+    return Reply("conflict", f"{name}: {len(problems)} problem(s) for this machine; nothing was kept",
+                 {"problems": list(problems)})  # fmt: skip

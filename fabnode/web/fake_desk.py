@@ -6,14 +6,16 @@ acts on their own job, a technician on any, the lab key on none); it drives no m
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fabnode.gcode.analysis import analyze_file
 from fabnode.machine.profile import MachineProfile
-from fabnode.web.desk import Owner, Reply, Upload
+from fabnode.web.desk import Owner, Reply, Upload, refused_by_preflight
 
 
 @dataclass
@@ -50,11 +52,14 @@ class FakeDesk:
         return self.profile
 
     def submit_upload(self, upload: Upload) -> Reply:
-        """Queue the upload, or refuse it with `refuse_upload`."""
+        """Refuse the upload with `refuse_upload`, or with its problems for `profile`; else queue it."""
         if self.refuse_upload is not None:
             return Reply("forbidden", self.refuse_upload)
+        analysis = analyze_file(upload.path, self.profile, per_line=False)
+        if analysis.problems:
+            return refused_by_preflight(upload.name, [p.to_json() for p in analysis.problems])
         with self._lock:
-            self.queued.append(upload)
+            self.queued.append(dataclasses.replace(upload, analysis=analysis))
         return Reply("done")
 
     def _act(self, verb: str, job_id: int, who: Owner) -> Reply:

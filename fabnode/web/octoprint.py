@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,7 +23,6 @@ from tornado.log import app_log
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from fabnode import __version__
-from fabnode.gcode.analysis import Analysis, analyze_file
 from fabnode.web.context import WebContext
 from fabnode.web.desk import Owner, Reply, Upload
 from fabnode.web.uploads import FORM_OVERHEAD, ReceivedFile, UploadReceiver, UploadRefused, boundary_of
@@ -261,12 +259,14 @@ def _file_entry(upload: Upload) -> dict[str, Any]:
     """One file as OctoPrint's datamodel lists it (docs/api/datamodel.rst, File information)."""
     path = f"{upload.folder}/{upload.name}" if upload.folder else upload.name
     analysis = upload.analysis
+    figures = None if analysis is None else {
+        "estimatedPrintTime": round(analysis.estimated_s, 1),
+        "filament": {"tool0": {"length": round(analysis.filament_mm, 2), "volume": None}}}
     return {
         "name": upload.name, "display": upload.name, "path": path, "type": "machinecode",
         "typePath": ["machinecode", "gcode"], "origin": "local", "size": upload.size, "hash": upload.sha256,
         "refs": {"resource": f"/api/files/local/{path}"},
-        "gcodeAnalysis": {"estimatedPrintTime": round(analysis.estimated_s, 1),
-                          "filament": {"tool0": {"length": round(analysis.filament_mm, 2), "volume": None}}},
+        "gcodeAnalysis": figures,
         "prints": {"success": 0, "failure": 0},
     }  # fmt: skip
 
@@ -283,7 +283,8 @@ class FilesHandler(ApiHandler):
 
 @stream_request_body
 class UploadHandler(FilesHandler):
-    """POST /api/files/local: the multipart body streamed to disk, preflighted, handed to the desk."""
+    """POST /api/files/local: the multipart body streamed to disk and handed to the desk, which
+    preflights it (once: the daemon's preflight also keeps the block digests the job is checked by)."""
 
     receiver: UploadReceiver | None = None
 
@@ -335,19 +336,7 @@ class UploadHandler(FilesHandler):
         except UploadRefused as refused:
             self.refuse(refused)
             return
-        try:
-            profile = await self.fab.run(self.fab.desk.machine_profile)
-            analysis = await self.fab.run(partial(analyze_file, received.path, profile, per_line=False))
-        except BaseException:
-            receiver.abort()
-            raise
-        if analysis.problems:
-            receiver.abort()
-            problems = [p.to_json() for p in analysis.problems]
-            self.fail(409, f"{received.name}: {len(problems)} problem(s) for this machine; nothing was kept",
-                      problems=problems)
-            return
-        upload = self._queued(received, owner, analysis)
+        upload = self._queued(received, owner)
         try:
             reply = await self.fab.run(self.fab.desk.submit_upload, upload)
         except BaseException:
@@ -364,8 +353,8 @@ class UploadHandler(FilesHandler):
                     "done": True, "effectivePrint": upload.print_now, "effectiveSelect": upload.select},
                    201)  # fmt: skip
 
-    def _queued(self, received: ReceivedFile, owner: Owner, analysis: Analysis) -> Upload:
-        """The preflighted file under its queue name (unique, so two uploads of one name both stay)."""
+    def _queued(self, received: ReceivedFile, owner: Owner) -> Upload:
+        """The received file under its queue name (unique, so two uploads of one name both stay)."""
         final = received.path.with_name(f"{secrets.token_hex(4)}-{received.name}")
         os.replace(received.path, final)
         self.receiver = None  # the file is no longer a partial upload
@@ -373,7 +362,7 @@ class UploadHandler(FilesHandler):
         return Upload(path=final, name=received.name, folder=received.folder, size=received.size,
                       sha256=received.sha256, owner=owner,
                       print_now=fields.get("print", "").lower() in _TRUE,
-                      select=fields.get("select", "").lower() in _TRUE, analysis=analysis)  # fmt: skip
+                      select=fields.get("select", "").lower() in _TRUE)  # fmt: skip
 
 
 def _remove(path: Path) -> None:

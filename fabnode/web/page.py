@@ -27,7 +27,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler, StaticFileHandler
 
 from fabnode.web.context import WebContext
-from fabnode.web.desk import Upload
+from fabnode.web.desk import Upload, upload_figures
 from fabnode.web.octoprint import shown_member
 
 log = logging.getLogger("fabnode.web")
@@ -95,10 +95,9 @@ def _owner(upload: Upload, show: str) -> str | None:
 
 
 def _queued(upload: Upload, show: str) -> dict[str, Any]:
-    a = upload.analysis
+    figures = upload_figures(upload)
     return {"owner": _owner(upload, show), "file": _text(upload.name), "print_now": upload.print_now,
-            "estimated_s": _number(a.estimated_s, 0.0), "filament_g": _number(a.filament_g, 0.0),
-            "cost": _number(a.cost, 0.0)}  # fmt: skip
+            **{key: _number(value, 0.0) for key, value in figures.items()}}
 
 
 def _refused(status: Mapping[str, Any], show: str) -> dict[str, Any] | None:

@@ -34,12 +34,11 @@ from urllib.parse import urlsplit
 from fabnode.config.settings import load_config
 from fabnode.config.web import WebSettings
 from fabnode.gcode.analysis import analyze_file
-from fabnode.machine.profile import MachineProfile
 from fabnode.paths import secret_file_path, usage_db_path
 from fabnode.records import api_keys
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
-from fabnode.web.desk import Owner
+from fabnode.web.desk import Owner, Reply, Upload
 from fabnode.web.fake_desk import FakeDesk
 from fabnode.web.server import WebServer
 from tests.bench.data import bench_gcode_file, gcode_prefix
@@ -78,14 +77,14 @@ def _settings() -> WebSettings:
 
 
 class TimedDesk(FakeDesk):
-    """A fake desk noting when the server asked for the profile: the moment the whole file was on disk
-    (UploadHandler.post asks for it right after the receiver finished, before preflight)."""
+    """A fake desk noting when the server handed it the upload: the moment the whole file was on disk
+    (UploadHandler.post hands it over right after the receiver finished; the desk preflights it)."""
 
     received_at = 0.0
 
-    def machine_profile(self) -> MachineProfile:
+    def submit_upload(self, upload: Upload) -> Reply:
         self.received_at = time.perf_counter()
-        return super().machine_profile()
+        return super().submit_upload(upload)
 
 
 def _upload_once(port: int, desk: TimedDesk, body: bytes, content_type: str) -> tuple[float, float]:

@@ -202,6 +202,17 @@ def test_an_untrained_or_expired_members_upload_is_refused_at_once_naming_why(we
     assert list((web.uploads_dir / ".queue").iterdir()) == []
 
 
+def test_a_file_failing_preflight_is_409_naming_each_line_and_nothing_is_kept(web: WebNode, tmp_path: Path
+                                                                              ) -> None:  # fmt: skip
+    bad = b"G28\nM104 S215\nG1 X500 Y10 F3000\nM500\n"  # outside the volume, then a settings write
+    status, body = web.upload(bad, "bad.gcode", web.keys["Ada Lovelace"])
+    assert status == 409 and body["error"] == "bad.gcode: 2 problem(s) for this machine; nothing was kept"
+    assert [p["line"] for p in body["problems"]] == [3, 4] and all(p["message"] for p in body["problems"])
+    assert web.queue() == [] and [p.name for p in web.uploads_dir.iterdir() if p.is_file()] == []
+    assert list((web.uploads_dir / ".queue").iterdir()) == []
+    assert web.node.rows("SELECT * FROM jobs") == []
+
+
 def test_twenty_concurrent_uploads_are_all_accounted_for(web: WebNode, tmp_path: Path) -> None:
     data = job_file(tmp_path, 300)
     owners = ["Ada Lovelace", "Bob", "lab", "Tom"]
