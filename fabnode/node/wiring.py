@@ -26,6 +26,7 @@ from drivers.marlin.host import MarlinHost
 from fabnode.config.settings import Config, load_config
 from fabnode.machine.profile import GRBL, LASER
 from fabnode.node.ports import BadgeReader, MachineIO, SimFirmware, SimParts, SimPins, SimReader
+from fabnode.node.relay_record import record_relay_wiring
 from fabnode.node.sim_configs import simulated_toml
 
 log = logging.getLogger("fabnode.wiring")
@@ -64,6 +65,8 @@ class Parts:
 
 def build_parts(config: Config, state_dir: Path, sim_speed: float = 50.0) -> Parts:
     """Open the GPIO first (relay off at once), then the reader and the firmware's port."""
+    gpio = config.gpio
+    record_relay_wiring(state_dir, gpio.backend, gpio.relay_pin, gpio.relay_active_low)
     io, sim_gpio = _gpio(config)
     try:
         reader, sim_reader = _reader(config)

@@ -4,6 +4,8 @@ and groups, the state dir the CLI uses, the devices it must reach through the sa
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -15,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from fabnode.config.settings import load_config
+from fabnode.node.relay_record import RELAY_RECORD_NAME, record_relay_wiring
+from fabnode.node.wiring import WiringError, build_parts
 from fabnode.paths import SYSTEM_STATE_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,14 +140,20 @@ def cleanup(*pins): _log("cleanup", *pins)
 """
 
 
-def relay_off(tmp_path: Path, gpio_table: str | None, fake_gpio: bool = True
-              ) -> tuple[int, str, list[list[Any]]]:  # fmt: skip
-    """Run ExecStopPost's script on a config with `gpio_table` (None: no config file); with a stand-in
+def relay_off(tmp_path: Path, gpio_table: str | None, fake_gpio: bool = True,
+              driven: tuple[str, int, bool] | None = None) -> tuple[int, str, list[list[Any]]]:  # fmt: skip
+    """Run ExecStopPost's script on a config with `gpio_table` (None: no config file), the daemon having
+    recorded the wiring `driven` (as fabnode.node.wiring does; None: no record); with a stand-in
     RPi.GPIO that logs its calls, or with none (this machine is no Pi). (exit status, stdout, calls)."""
     config = tmp_path / "fabnode.toml"
     if gpio_table is not None:
         config.write_text(f'[node]\nlab = "l"\nmachine = "m"\n\n[gpio]\n{gpio_table}\n')
-    env = {"PATH": os.environ.get("PATH", ""), "FAKE_GPIO_LOG": str(tmp_path / "calls.jsonl")}
+    state = tmp_path / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    if driven is not None:
+        record_relay_wiring(state, *driven)
+    env = {"PATH": os.environ.get("PATH", ""), "FAKE_GPIO_LOG": str(tmp_path / "calls.jsonl"),
+           "FABNODE_STATE_DIR": str(state)}
     if fake_gpio:
         (tmp_path / "fake" / "RPi").mkdir(parents=True, exist_ok=True)
         (tmp_path / "fake" / "RPi" / "__init__.py").write_text("")
@@ -179,6 +190,34 @@ def test_relay_off_with_nothing_to_drive_exits_0_saying_why(tmp_path: Path) -> N
     assert (status, calls) == (0, []) and "backend is 'sim'" in out
     status, out, calls = relay_off(tmp_path, 'backend = "rpi"', fake_gpio=False)
     assert (status, calls) == (0, []) and "not on a Raspberry Pi" in out
+
+
+def test_relay_off_also_drives_the_pin_the_daemon_drove_when_the_config_changed_since(tmp_path: Path) -> None:
+    status, out, calls = relay_off(tmp_path, 'backend = "rpi"\nrelay_pin = 6', driven=("rpi", 17, True))
+    assert status == 0 and "the daemon drove BCM 17 (the config now says BCM 6): driving both off" in out
+    assert ["output", 6, 0] in calls and ["output", 17, 1] in calls
+    status, out, calls = relay_off(tmp_path, 'backend = "rpi"\nrelay_pin = 6', driven=("sim", 17, False))
+    assert status == 0 and [c for c in calls if c[0] == "output"] == [["output", 6, 0]]  # no real pin then
+
+
+def test_a_broken_config_still_drives_off_the_relay_the_daemon_drove(tmp_path: Path) -> None:
+    status, out, calls = relay_off(tmp_path, "backend = ", driven=("rpi", 17, False))
+    assert status == 1 and "fabnode.toml" in out and "driving the relay the daemon last drove" in out
+    assert ["setup", 17, "OUT", 0] in calls and calls[-1] == ["output", 17, 0]
+    assert "relay off: BCM 17 driven low" in out
+
+
+def test_the_daemon_records_the_relay_it_drives_before_it_drives_it(tmp_path: Path) -> None:
+    if importlib.util.find_spec("RPi") is not None:
+        pytest.skip("RPi.GPIO is here: build_parts would drive this machine's pins")
+    example = load_config(REPO / "config" / "fabnode-printer.toml")
+    config = dataclasses.replace(example, gpio=dataclasses.replace(example.gpio, backend="rpi", relay_pin=12,
+                                                                   relay_active_low=True))  # fmt: skip
+    with pytest.raises(WiringError):  # this is no Pi: the GPIO cannot be opened, but the record is made first
+        build_parts(config, tmp_path / "state")
+    assert json.loads((tmp_path / "state" / RELAY_RECORD_NAME).read_text()) == {
+        "backend": "rpi", "relay_pin": 12, "relay_active_low": True}
+    assert f'RECORD_NAME = "{RELAY_RECORD_NAME}"' in RELAY_OFF.read_text()
 
 
 @pytest.mark.parametrize(("gpio_table", "message"), [
