@@ -38,7 +38,7 @@ def _open_store(db: str, create: bool) -> RegionStore:
     try:
         if create:
             return RegionStore.open(db)
-        database = open_database(db)
+        database = open_database(db, read_only=True)
     except RegionStoreError as exc:
         exits.fail(str(exc), exits.FAILED)
     from fabnode.region.store import SCHEMA_VERSION

@@ -57,13 +57,22 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """Open (or create) the file; read_only opens it as it is, changing nothing (a report)."""
         self.types = {"float": "DOUBLE PRECISION", "json": "TEXT", "serial": "INTEGER PRIMARY KEY"}
         self.name = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        if read_only:  # not even WAL mode: the file may be anyone's database, given by mistake
+            target, uri = f"{path.resolve().as_uri()}?mode=ro", True
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target, uri = str(path), False
+        self._conn = sqlite3.connect(target, timeout=30.0, isolation_level=None, check_same_thread=False,
+                                     uri=uri)  # fmt: skip
         try:
             self._conn.execute("PRAGMA busy_timeout = 30000")
+            if read_only:
+                self._conn.execute("SELECT count(*) FROM sqlite_master")  # not a database: say so here
+                return
             self._conn.execute("PRAGMA journal_mode = WAL")
             # The collector acknowledges a message to the broker right after COMMIT: it must be on disk.
             self._conn.execute("PRAGMA synchronous = FULL")
@@ -149,14 +158,15 @@ def _redact(url: str) -> str:
     return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{tail}"
 
 
-def open_database(target: str | Path) -> Database:
-    """A `postgresql://` (or `postgres://`) URL opens PostgreSQL; anything else is an SQLite file path."""
+def open_database(target: str | Path, read_only: bool = False) -> Database:
+    """A `postgresql://` (or `postgres://`) URL opens PostgreSQL; anything else is an SQLite file path
+    (read_only: opened as it is, never created nor switched to WAL)."""
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(text)
     if "://" in text:
         raise RegionStoreError(f"{text!r}: expected a file path or a postgresql:// URL")
-    return SqliteDatabase(Path(text))
+    return SqliteDatabase(Path(text), read_only=read_only)
 
 
 def run_transaction(db: Database, work: Any, *args: Any) -> Any:

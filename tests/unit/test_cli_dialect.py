@@ -256,6 +256,8 @@ def test_region_report_refuses_a_database_without_the_region_tables(tmp_path: Pa
         result = runner.invoke(app, [*verb, "--db", str(other)])
         assert result.exit_code == exits.FAILED
         assert "holds no region store" in result.stderr and "nothing was created" in result.stderr
+    assert sqlite3.connect(other).execute("PRAGMA journal_mode").fetchone() == ("delete",)  # not made WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, no -shm beside it
     with sqlite3.connect(other) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert tables == ["unrelated"]
