@@ -164,10 +164,18 @@ class Daemon:
         return self.firmware_settled.wait(SETTLE_WAIT_S)
 
     def call(self, fn: Callable[[float], T], timeout: float = 10.0) -> T:
-        """Run fn(now) in the controller thread and return its result (for the control socket)."""
+        """Run fn(now) in the controller thread and return its result (for the control socket).
+        TimeoutError if the controller did not take it within `timeout`: it is withdrawn then, never run
+        later (a client told "no answer" must not find its print started a minute after)."""
         future: Future[T] = Future()
         self._queue.put(_Item("call", (fn, future)))
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if future.cancel():
+                raise TimeoutError(f"the controller did not take the request within {timeout:g} s; "
+                                   "it was withdrawn") from None
+            return future.result()  # it started meanwhile: what it did is the answer
 
     def on_badge(self, uid: bytes | str) -> None:
         """A reader saw a badge: hash it here (the raw UID goes no further) and post the tap."""
@@ -296,6 +304,8 @@ class Daemon:
                 self._firmware(payload, now)
             elif item.kind == "call":
                 fn, future = payload
+                if not future.set_running_or_notify_cancel():
+                    return  # its caller gave up waiting: withdrawn
                 try:
                     future.set_result(fn(now))
                 except Exception as exc:

@@ -111,3 +111,24 @@ def test_taps_and_the_publishers_writes_share_the_usage_log_safely(start_daemon)
     assert {(o["granted"], o["reason"]) for o in outcomes} == {(False, "unknown badge")}
     refused = daemon.log.db.execute("SELECT count(*) FROM access_events WHERE granted = 0").fetchone()[0]
     assert refused == TAPS
+
+
+def test_a_request_the_controller_took_too_long_for_is_withdrawn_never_run_later(start_daemon) -> None:
+    daemon = start_daemon(0.05)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(_now: float) -> None:  # the controller thread, busy (a slow disk, a long preflight)
+        busy.set()
+        release.wait(30)
+
+    holder = threading.Thread(target=daemon.call, args=(hold, 40.0))
+    holder.start()
+    assert busy.wait(10)
+    alices_tap = access.badge_hash(daemon.secret, MEMBER_UID)
+    with pytest.raises(TimeoutError, match="withdrawn"):  # Alice's tap, told "no answer": it must not count
+        daemon.call(lambda now: daemon.taps.handle(alices_tap, now), timeout=0.2)
+    release.set()
+    holder.join(30)
+    status = daemon.call(daemon.requests.snapshot)  # queued after the withdrawn one: it has had its turn
+    assert (status["state"], status["relay"]) == ("locked", False), status
+    assert tap(daemon, MEMBER_UID)["state"] == "unlocked"  # her next tap is taken as usual
