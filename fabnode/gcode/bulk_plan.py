@@ -12,6 +12,7 @@ applied afterwards, recomputing a window's first blocks in Python only when it c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ _WINDOW = REFRESH_THRESHOLD + 1  # blocks in a window when it is planned
 _STEP = _WINDOW - QUEUE_SIZE  # blocks timed per window
 _SCALAR_WINDOWS = 6  # fewer windows than this: the planner's own loop is cheaper than the table
 _TIME_WINDOWS = 16  # windows whose blocks are timed in one step
+_HEAD = 16  # rows of the reverse pass kept for the windows planned again from a lower start
 
 
 @dataclass(slots=True)
@@ -75,6 +77,11 @@ def previous_of(planner: Planner) -> Previous:
     return Previous(planner._prev_feed, planner._prev_safe, planner._prev_axis, bool(planner._dist))
 
 
+def raw(values: npt.NDArray[np.generic]) -> memoryview:
+    """The bytes of a contiguous array, no copy (what array.frombytes appends)."""
+    return values.view(np.uint8).data
+
+
 def _shifted(first: float, values: FloatArray) -> FloatArray:
     out = np.empty_like(values)
     out[:1] = first
@@ -106,15 +113,16 @@ def block_values(planner: Planner, delta: Vector, feed_mm_s: FloatArray, kind: n
         feed = np.where(low, floor, feed)
     inv = feed / dist
     speeds = [dx * inv, dy * inv, dz * inv, de * inv * planner.extrude_factor]
-    factor = np.ones_like(dist)
+    factor: FloatArray | None = None  # None: 1.0 for every move (x * 1.0 is x: the same doubles)
     for v, top in zip(speeds, lim.max_feed, strict=True):
         if top > 0.0:
             speed = np.abs(v)
-            over = speed * factor > top
+            over = speed > top if factor is None else speed * factor > top
             if over.any():
-                factor = np.where(over, top / np.where(speed > 0.0, speed, 1.0), factor)
-    slowed = factor < 1.0
-    if slowed.any():
+                kept = 1.0 if factor is None else factor
+                factor = np.where(over, top / np.where(speed > 0.0, speed, 1.0), kept)
+    slowed = None if factor is None else factor < 1.0
+    if factor is not None and slowed is not None and slowed.any():
         axis = [np.where(slowed, v * factor, v) for v in speeds]
         cruise = np.where(slowed, feed * factor, feed)
     else:
@@ -124,30 +132,24 @@ def block_values(planner: Planner, delta: Vector, feed_mm_s: FloatArray, kind: n
     ainv = base / dist
     for d, top in zip((dx, dy, dz, de), lim.max_accel, strict=True):
         size = np.abs(d)
-        over = (d != 0.0) & (size * ainv > top)
+        # An axis that does not move passes any limit >= 0 (0 * ainv > top is false, NaN too).
+        over = size * ainv > top if top >= 0.0 else (d != 0.0) & (size * ainv > top)
         if over.any():
             ainv = np.where(over, top / np.where(over, size, 1.0), ainv)
     accel = ainv * dist
     # Classic jerk (the profile has no junction deviation when this runs).
     safe = cruise.copy()
     for v, j in zip(axis, lim.jerk, strict=True):
-        safe = np.where((np.abs(v) > j) & (j < safe), j, safe)
+        np.minimum(safe, j, out=safe, where=np.abs(v) > j)  # j where it is lower, as `j < safe` picks
     prev_feed = _shifted(prev.feed, feed)
     prev_safe = _shifted(prev.safe, safe)
     with np.errstate(divide="ignore", invalid="ignore"):
         larger = prev_feed > cruise
         smaller = np.where(larger, cruise / prev_feed, 1.0)
         vmax = np.where(larger, cruise, prev_feed)
-        v_factor = np.ones_like(dist)
-        for a in range(4):
-            v_exit = _shifted(prev.axis[a], axis[a]) * (smaller * v_factor)
-            v_entry = axis[a] * v_factor
-            j_out = np.where((v_entry > 0.0) | (v_exit < 0.0), v_exit - v_entry, np.maximum(v_exit, -v_entry))
-            j_in = np.where((v_entry < 0.0) | (v_exit > 0.0), v_entry - v_exit, np.maximum(-v_exit, v_entry))
-            jerk = np.where(v_exit > v_entry, j_out, j_in)
-            top = lim.jerk[a]
-            v_factor = np.where(jerk > top, v_factor * (top / jerk), v_factor)
-    vmax = vmax * v_factor
+        v_factor = _jerk_factor(axis, prev.axis, smaller, lim.jerk)
+    if v_factor is not None:
+        vmax = vmax * v_factor
     threshold = vmax * 0.99
     vmax = np.where((prev_safe > threshold) & (safe > threshold), safe, vmax)
     at_rest = prev_feed <= _PREVIOUS_FEEDRATE_THRESHOLD
@@ -161,6 +163,45 @@ def block_values(planner: Planner, delta: Vector, feed_mm_s: FloatArray, kind: n
         return blocks, prev
     last = (float(axis[0][-1]), float(axis[1][-1]), float(axis[2][-1]), float(axis[3][-1]))
     return blocks, Previous(float(feed[-1]), float(safe[-1]), last, True)
+
+
+def _jerk_factor(axis: list[FloatArray], prev_axis: Sequence[float], smaller: FloatArray,
+                 jerk: Sequence[float]) -> FloatArray | None:  # fmt: skip
+    """The planner's `v_factor` per move (None: 1.0 for every move), axis by axis in its order."""
+    factor: FloatArray | None = None
+    for a in range(4):
+        top = jerk[a]
+        v_in = axis[a]
+        v_out = _shifted(prev_axis[a], v_in)
+        at = None
+        if a == 2 and top >= 0.0:
+            # Z is still between layers: a junction where it is still on both sides has jerk 0 there,
+            # within any limit >= 0, so only the others are computed.
+            at = np.flatnonzero((v_in != 0.0) | (v_out != 0.0))
+            if not len(at):
+                continue
+            v_in, v_out = v_in[at], v_out[at]
+        f = factor if factor is None or at is None else factor[at]
+        s = smaller if at is None else smaller[at]
+        v_exit = v_out * s if f is None else v_out * (s * f)
+        v_entry = v_in if f is None else v_in * f
+        # The planner's four branches in two: the speeds' difference where they have the same sign,
+        # the larger speed where they point apart (the same doubles either way when one is 0).
+        apart = (v_entry < 0.0) != (v_exit < 0.0)
+        size = np.abs(v_exit - v_entry)
+        if apart.any():
+            size = np.where(apart, np.maximum(np.abs(v_exit), np.abs(v_entry)), size)
+        over = size > top
+        if not over.any():
+            continue
+        new = np.where(over, top / size if f is None else f * (top / size), 1.0 if f is None else f)
+        if at is None:
+            factor = new
+        else:
+            if factor is None:
+                factor = np.ones(len(axis[a]))
+            factor[at] = new
+    return factor
 
 
 def _queue_lists(planner: Planner) -> tuple[list[float] | list[bool] | list[int], ...]:
@@ -270,7 +311,7 @@ def _plan_table(planner: Planner, b: Blocks, windows: int) -> None:
         row += ahead[c]
         np.sqrt(row, out=row)
         np.minimum(row, max_entry[c], out=row)
-    reverse = entry[0].copy()
+    head = entry[:_HEAD].copy()  # the reverse pass's first rows: what a window's replan reads
     new = np.empty(windows)
     lower = np.empty(windows, dtype=bool)
     for i in range(_WINDOW - 1):  # forward pass
@@ -278,16 +319,15 @@ def _plan_table(planner: Planner, b: Blocks, windows: int) -> None:
         np.multiply(cur, cur, out=new)
         new += ahead[i]
         np.sqrt(new, out=new)
-        np.minimum(new, nxt, out=new)
         np.less(cur, nxt, out=lower)
-        np.copyto(nxt, new, where=lower)
+        np.minimum(new, nxt, out=nxt, where=lower)
     del rows
     # Each window starts where the one before left its first kept block.
     by_window = entry.T
     for j in range(1, windows):
         start = float(entry[_STEP, j - 1])
-        if start < reverse[j]:
-            _replan_forward(by_window[j], b.take(slice(j * _STEP, j * _STEP + _WINDOW)), start)
+        if start < head[0, j]:
+            _replan_forward(by_window[j], head[:, j], b, j * _STEP, start)
     shape = (windows, _STEP)
     cruise, accel, dist = (b.cruise[:timed].reshape(shape), b.accel[:timed].reshape(shape),
                            b.dist[:timed].reshape(shape))  # fmt: skip
@@ -299,14 +339,14 @@ def _plan_table(planner: Planner, b: Blocks, windows: int) -> None:
     t = times.reshape(-1)
     lines = b.line[:timed]
     cum = np.cumsum(np.concatenate(([planner.total_s], t)))[1:]
-    planner.time_lines.frombytes(lines.astype(np.uint32).tobytes())
-    planner.time_cum.frombytes(cum.tobytes())
+    planner.time_lines.frombytes(raw(lines.astype(np.uint32)))
+    planner.time_cum.frombytes(raw(cum))
     planner.total_s = float(cum[-1])
     laser = b.laser[:timed]
     if laser.any():
         lcum = np.cumsum(np.concatenate(([planner.laser_s], t[laser])))[1:]
-        planner.laser_lines.frombytes(lines[laser].astype(np.uint32).tobytes())
-        planner.laser_cum.frombytes(lcum.tobytes())
+        planner.laser_lines.frombytes(raw(lines[laser].astype(np.uint32)))
+        planner.laser_cum.frombytes(raw(lcum))
         planner.laser_s = float(lcum[-1])
     rest = b.take(slice(timed, None))
     kept = entry[_STEP:, -1]
@@ -317,8 +357,26 @@ def _plan_table(planner: Planner, b: Blocks, windows: int) -> None:
     _set_queue(planner, rest)
 
 
-def _replan_forward(row: FloatArray, window: Blocks, start: float) -> None:
-    """One window's forward pass again from a lower first entry, until it meets the first result."""
+def _replan_forward(row: FloatArray, reverse: FloatArray, b: Blocks, at: int, start: float) -> None:
+    """One window's forward pass again from a lower first entry, until it meets the first result: within
+    a few blocks nearly always, so from the first rows of the reverse pass (`reverse`), kept for that."""
+    again, cur = [start], start
+    for i in range(len(reverse) - 1):
+        nxt = float(reverse[i + 1])
+        if not b.nominal[at + i] and cur < nxt:
+            new = math.sqrt(cur * cur + 2.0 * float(b.accel[at + i]) * float(b.dist[at + i]))
+            if new < nxt:
+                nxt = new
+        if nxt == row[i + 1]:
+            row[: i + 1] = again
+            return
+        again.append(nxt)
+        cur = nxt
+    _replan_window(row, b.take(slice(at, at + _WINDOW)), start)
+
+
+def _replan_window(row: FloatArray, window: Blocks, start: float) -> None:
+    """`_replan_forward` over the whole window, its reverse pass recomputed."""
     ahead, nominal = window.max_entry.tolist(), window.nominal.tolist()
     dist, accel = window.dist.tolist(), window.accel.tolist()
     # The reverse pass of this window, as the planner ran it (recomputed: only its values are needed).

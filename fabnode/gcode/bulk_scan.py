@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fabnode.gcode import bulk_parse as bp
-from fabnode.gcode.bulk_plan import PendingBlocks, Previous, block_values, plan, previous_of
+from fabnode.gcode.bulk_plan import PendingBlocks, Previous, block_values, plan, previous_of, raw
 from fabnode.gcode.estimate import PRINT, RETRACT, TRAVEL
 from fabnode.gcode.scan import Scanner
 from fabnode.machine.profile import GRBL, MachineProfile
@@ -53,15 +53,26 @@ def chunks_of(data: bytes, start: int = 0, size: int = CHUNK_BYTES) -> Iterator[
 BOM = b"\xef\xbb\xbf"  # a byte-order mark some editors write: not part of the first line
 
 
-def line_chunks(blocks: Iterable[bytes]) -> Iterator[bytes]:
-    """The blocks cut at their last "\n" (a line never spans two chunks); the file's tail comes last."""
+def line_chunks(blocks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The blocks cut after a "\n" into pieces of about `size` bytes (a line never spans two; the line
+    a block boundary cuts is joined, the file's tail comes last), each block read once, with no copy
+    of it whole (peak memory)."""
     carry = b""
     for block in blocks:
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n") + 1
-        carry = data[cut:]
-        if cut:
-            yield data[:cut]
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            carry += block
+            continue
+        pos = 0
+        while pos < cut:
+            stop = block.find(b"\n", max(min(pos + size - len(carry), cut) - 1, pos)) + 1
+            if carry:
+                yield carry + block[pos:stop]
+                carry = b""
+            else:
+                yield block[pos:stop]
+            pos = stop
+        carry = block[cut:]
     if carry:
         yield carry
 
@@ -78,6 +89,14 @@ def _ffill(values: FloatArray, present: npt.NDArray[np.bool_], first: float) -> 
     at = np.where(present, np.arange(len(values)), -1)
     np.maximum.accumulate(at, out=at)
     return np.where(at >= 0, values[np.maximum(at, 0)], first)
+
+
+def _steps(values: FloatArray, first: float) -> FloatArray:
+    """Each value less the one before it (`first` before the first), as np.diff with prepend."""
+    out = np.empty_like(values)
+    out[:1] = values[:1] - first
+    np.subtract(values[1:], values[:-1], out=out[1:])
+    return out
 
 
 class BulkScanner(Scanner):
@@ -176,8 +195,8 @@ class BulkScanner(Scanner):
         if not count:
             return
         self.commands += count
-        self.command_lines.frombytes(numbers[command].astype(np.uint32).tobytes())
-        vals = lines.values[lo:hi]
+        self.command_lines.frombytes(raw(numbers[command].astype(np.uint32)))
+        vals = lines.values[:, lo:hi]
         sc = self.scale
         lim = self.planner.limits
         # Accelerations as M204 lines set them: where each kind was set, looked up per move below.
@@ -185,7 +204,7 @@ class BulkScanner(Scanner):
         setters: list[tuple[npt.NDArray[np.intp], FloatArray]] = []
         accel_rows = np.flatnonzero(kind == bp.M204)
         if len(accel_rows):
-            p, r, s, t = (vals[accel_rows, 5 + k] for k in range(4))
+            p, r, s, t = (vals[5 + k, accel_rows] for k in range(4))
             has_s = ~np.isnan(s)  # legacy M204 S sets print and travel (and T retract)
             for new in (np.where(has_s, s, p), np.where(has_s, s, t), np.where(has_s, t, r)):
                 present = ~np.isnan(new)
@@ -206,19 +225,19 @@ class BulkScanner(Scanner):
         moves = np.flatnonzero((kind == bp.G0) | (kind == bp.G1))
         if not len(moves):
             if resets.any():
-                self.e = float(vals[np.flatnonzero(resets)[-1], 3]) * sc
+                self.e = float(vals[3, np.flatnonzero(resets)[-1]]) * sc
             return
-        mv = vals[moves]
+        mv = [vals[a, moves] for a in range(3)]  # X Y Z of each move
         line = numbers[moves]
         # Feed: modal, set by F > 0.
-        f = mv[:, 4]
+        f = vals[4, moves]
         fset = f > 0.0
         feed = _ffill(f * sc / 60.0, fset, self.feed)
         self.feed = float(feed[-1])
         # Positions, machine coordinates.
         pos, shift = self.pos, self.shift
-        target = [_ffill(shift[a] + mv[:, a] * sc, ~np.isnan(mv[:, a]), pos[a]) for a in range(3)]
-        delta = [np.diff(target[a], prepend=pos[a]) for a in range(3)]
+        target = [_ffill(shift[a] + mv[a] * sc, ~np.isnan(mv[a]), pos[a]) for a in range(3)]
+        delta = [_steps(target[a], pos[a]) for a in range(3)]
         de = self._extrusion(vals, kind, resets, moves, sc)
         dx, dy, dz = delta
         moved = (dx != 0.0) | (dy != 0.0) | (dz != 0.0) | (de != 0.0)
@@ -235,8 +254,8 @@ class BulkScanner(Scanner):
         extruding = de != 0.0
         if extruding.any():
             cum = np.cumsum(np.concatenate(([self.filament_mm], de[extruding])))[1:]
-            self.filament_lines.frombytes(line[extruding].astype(np.uint32).tobytes())
-            self.filament_cum.frombytes(cum.tobytes())
+            self.filament_lines.frombytes(raw(line[extruding].astype(np.uint32)))
+            self.filament_cum.frombytes(raw(cum))
             self.filament_mm = float(cum[-1])
         laser = np.zeros(len(dx), dtype=bool)
         if self.spindle_on and self.power > 0.0:
@@ -272,7 +291,7 @@ class BulkScanner(Scanner):
     def _extrusion(self, vals: FloatArray, kind: npt.NDArray[np.int8], resets: npt.NDArray[np.bool_],
                    moves: npt.NDArray[np.intp], sc: float) -> FloatArray:  # fmt: skip
         """Each move's E change (mm), and self.e after the run, as `_target` and `_extrude` make them."""
-        e_words = vals[:, 3]
+        e_words = vals[3]
         has_e = ~np.isnan(e_words)
         e_mv = e_words[moves]
         has_mv = has_e[moves]
@@ -283,7 +302,7 @@ class BulkScanner(Scanner):
             base = self.e
             after = moves
             if len(reset_at):
-                base = float(vals[reset_at[-1], 3]) * sc
+                base = float(vals[3, reset_at[-1]]) * sc
                 after = moves[moves > reset_at[-1]]
             since = de[len(moves) - len(after) :]
             if len(events):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from fabnode.gcode import analysis as gcode_analysis
-from fabnode.gcode import bulk_parse
+from fabnode.gcode import bulk_parse, bulk_plan
 from fabnode.gcode.analysis import Analysis, analyze_bytes, guess_profile, laser_profile
-from fabnode.gcode.bulk_scan import BulkScanner, chunks_of
+from fabnode.gcode.bulk_scan import BulkScanner, chunks_of, line_chunks
 from fabnode.machine.profile import MachineProfile
 from tests.conftest import gcode_path
 from tests.data import gcode_names
@@ -168,6 +168,24 @@ def test_generated_files_with_many_planner_windows_agree(seed: int) -> None:
     exact, bulk = both(data)
     assert bulk == exact
     assert in_chunks(data, 5000) == exact
+
+
+@pytest.mark.timeout(120)
+def test_a_replan_reaching_past_the_kept_rows_recomputes_them_and_agrees(monkeypatch) -> None:
+    monkeypatch.setattr(bulk_plan, "_HEAD", 2)  # fewer kept rows than a replan reads: the fallback runs
+    data = _generated(4)
+    exact, bulk = both(data)
+    assert bulk == exact
+
+
+@pytest.mark.parametrize("size", [1, 100, 65536])
+def test_line_chunks_end_at_a_newline_and_join_back_to_the_blocks(size: int) -> None:
+    data = gcode_path("prusaslicer-cubhelix.gcode").read_bytes()[:50_000] + b"G1 X1 ; no newline at the end"
+    blocks = _blocks(data, 4099)
+    pieces = list(line_chunks(blocks, size))
+    assert b"".join(pieces) == data
+    assert all(piece.endswith(b"\n") for piece in pieces[:-1]) and pieces[-1].endswith(b"the end")
+    assert all(len(piece) <= max(size, 100) + 4099 for piece in pieces)  # about `size`, a line at most more
 
 
 def test_a_grbl_laser_profile_reads_everything_on_the_exact_path() -> None:
