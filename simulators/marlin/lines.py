@@ -77,8 +77,11 @@ class LineChecker:
                 return self._refuse(ERR_NO_LINENUMBER, "no_line_number")
             return Verdict(True, command=raw)
         n_pos = 0
-        if "M110" in raw:  # M110's own N is the line number to take (Marlin looks past "M110")
-            second = raw.find("N", raw.find("M110") + 4)
+        if "M110" in raw:
+            # M110's own N is the number to take. Marlin 2.1 (src/gcode/queue.cpp,
+            # get_serial_commands) looks for it with strchr(command + 4, 'N'): from the line's fifth
+            # character, not from "M110", so any later N word counts.
+            second = raw.find("N", 4)
             if second >= 0:
                 n_pos = second
         number = _strtol(raw[n_pos + 1 :])

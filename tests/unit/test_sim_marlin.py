@@ -342,6 +342,13 @@ def test_m110_line_number_is_taken_from_its_own_n() -> None:
     assert checker.last_n == 99
 
 
+def test_m110_line_number_is_the_first_n_from_the_fifth_character_as_marlin_finds_it() -> None:
+    # queue.cpp: strchr(command + 4, 'N'), so an N word before "M110" is the number taken
+    checker = LineChecker()
+    assert checker.check(numbered(7, "G4 N3 M110").decode().strip()).accepted
+    assert checker.last_n == 3
+
+
 def test_normalise_drops_number_checksum_comment_and_extra_spaces() -> None:
     assert normalise("N12  G1   X1 Y2*71 ; move") == "G1 X1 Y2"
     assert normalise("  M104 S200 ;hotend") == "M104 S200"
