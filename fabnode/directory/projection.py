@@ -45,7 +45,8 @@ class Refs:
     badges_of: dict[str, set[str]] = field(default_factory=dict)  # member -> badge hashes
 
 
-def _chunks(items: Iterable[str], size: int = 500) -> Iterable[list[str]]:
+def chunks(items: Iterable[str], size: int = 500) -> Iterable[list[str]]:
+    """The items in lists of at most `size` (SQLite's bound parameters are limited)."""
     batch: list[str] = []
     for item in items:
         batch.append(item)
@@ -59,7 +60,7 @@ def _chunks(items: Iterable[str], size: int = 500) -> Iterable[list[str]]:
 def refs_of(db: Database, members: set[str]) -> Refs:
     """The names and badges these members hold now (in the state and in their members rows)."""
     refs = Refs()
-    for part in _chunks(sorted(members)):
+    for part in chunks(sorted(members)):
         marks = ",".join("?" * len(part))
         for member, entry_field, ref in db.execute(
             f"SELECT member, field, ref FROM directory_state WHERE member IN ({marks}) AND ref IS NOT NULL",
@@ -97,7 +98,7 @@ class _View:
 
 def _views(db: Database, members: set[str]) -> dict[str, _View]:
     views = {m: _View(m) for m in members}
-    for part in _chunks(sorted(members)):
+    for part in chunks(sorted(members)):
         marks = ",".join("?" * len(part))
         for member, entry_field, wall, counter, node, value in db.execute(
             "SELECT member, field, wall_ms, counter, node, value FROM directory_state "
@@ -111,7 +112,7 @@ def _views(db: Database, members: set[str]) -> dict[str, _View]:
 def _candidates(db: Database, names: set[str]) -> dict[str, list[tuple[str, str, tuple[int, int, str]]]]:
     """name -> [(member, name or removed, stamp)] of every directory member holding that name."""
     out: dict[str, list[tuple[str, str, tuple[int, int, str]]]] = {n: [] for n in names}
-    for part in _chunks(sorted(names)):
+    for part in chunks(sorted(names)):
         marks = ",".join("?" * len(part))
         for member, entry_field, ref, wall, counter, node in db.execute(
             f"SELECT member, field, ref, wall_ms, counter, node FROM directory_state "
@@ -132,7 +133,7 @@ def _owner(candidates: list[tuple[str, str, tuple[int, int, str]]]) -> str | Non
 
 def _badge_winners(db: Database, badges: set[str]) -> dict[str, str | None]:
     winners: dict[str, str | None] = dict.fromkeys(badges)
-    for part in _chunks(sorted(badges)):
+    for part in chunks(sorted(badges)):
         marks = ",".join("?" * len(part))
         for ref, member in db.execute(
             # A badge row exists only for members that are not removed: tombstones keep nothing else.
@@ -182,7 +183,7 @@ def project(db: Database, secret: bytes, touched: set[str], old: Refs, now: date
 
 def _detach(db: Database, members: set[str]) -> dict[int, str]:
     previous: dict[int, str] = {}
-    for part in _chunks(sorted(members)):
+    for part in chunks(sorted(members)):
         marks = ",".join("?" * len(part))
         held = db.execute(f"SELECT id, directory_id FROM members WHERE directory_id IN ({marks})", part)
         for row_id, owner in held:

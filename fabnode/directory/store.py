@@ -5,13 +5,16 @@ Merge rule (the same on every node, so nodes that hold the same entries hold the
 the latest hybrid-clock stamp per (member, field) wins; at an equal stamp a revocation beats a grant
 (then the canonical value decides, so that no tie is left to arrival order); `removed` and `erased`
 are final: a removed member keeps only their tombstone and later entries for them are ignored, and
-an erased one keeps nothing but their id. Each batch is one transaction.
+an erased one keeps nothing but their id. Each batch is one transaction; a batch that would change
+nothing (a snapshot part this node holds already) takes no write transaction at all.
+
+The digest's sum (fabnode.directory.digest) is kept in `directory_meta` beside the rows, in the same
+transaction: `_merge` is the only writer of `directory_state`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
+from fabnode.directory import digest as state_digest
 from fabnode.directory import projection
 from fabnode.directory.clock import Hlc, HybridClock
 from fabnode.directory.entry import (
@@ -47,8 +51,13 @@ from fabnode.directory.seal import (
 from fabnode.records.schema import UsageLogError, schema_version, utc_iso, write_transaction
 
 DIRECTORY_SCHEMA = 4  # the usage log's schema version that has the directory's tables
-DIGEST_CHARS = 12
+DIGEST_CHARS = state_digest.DIGEST_CHARS
+SUM_KEY = "digest_sum"  # directory_meta: the digest's sum over directory_state, hex
 MAX_REASONS = 20  # reasons kept per report: a flood of junk must not grow memory
+
+
+Stamp = tuple[int, int, str]  # an Hlc's (wall_ms, counter, node), ordered as the Hlc is
+Held = dict[str, dict[str, tuple[Stamp, str]]]  # member -> field -> (stamp, canonical value) in force
 
 
 class DirectoryError(ValueError):
@@ -80,10 +89,14 @@ def wall_ms(now: datetime) -> int:
     return int(now.timestamp() * 1000)
 
 
-def _order(hlc: Hlc, field_name: str, value_json: str) -> tuple[Hlc, int, str]:
+def _order(hlc: Stamp, field_name: str, value_json: str) -> tuple[Stamp, int, str]:
     # At one stamp, a revocation (rank 1) beats a grant (rank 0); then the value's bytes decide.
     value: Json = json.loads(value_json)
     return hlc, int(is_revocation(field_name, value)), value_json
+
+
+def _stamp(hlc: Hlc) -> Stamp:
+    return hlc.wall_ms, hlc.counter, hlc.node
 
 
 def _ref(entry_field: str, value: Json) -> str | None:
@@ -105,6 +118,8 @@ class LabDirectory:
         self.node = check_node_id(node_id)
         self.lab = check_lab(lab)
         self._depth = 0  # nesting of batch(): only the outermost opens and commits the transaction
+        self._sum: int | None = None  # the digest's sum inside a batch, once read
+        self._rows: Held | None = None  # the state of the members a merge is about, read at once
 
     @classmethod
     def open(
@@ -145,11 +160,11 @@ class LabDirectory:
                 self._depth -= 1
             return
         with write_transaction(self.db, durable=True):
-            self._depth = 1
+            self._depth, self._sum = 1, None  # the sum is read inside the transaction: it may have moved
             try:
                 yield self
             finally:
-                self._depth = 0
+                self._depth, self._sum, self._rows = 0, None, None
 
     # --- local changes ----------------------------------------------------------------------------
 
@@ -201,9 +216,14 @@ class LabDirectory:
         return report
 
     def _apply_into(self, entries: list[Entry], now: datetime, report: ApplyReport) -> None:
+        if not self._depth:
+            entries = self._news(entries, report)
+            if not entries and not report.refused:
+                return
         with self.batch():
             clock = HybridClock(self.node, self._clock())
             old_refs = projection.refs_of(self.db, {e.member for e in entries})
+            self._rows = self._load({e.member for e in entries})  # kept up to date by _merge
             touched: set[str] = set()
             for entry in entries:
                 if entry.lab != self.lab:
@@ -218,10 +238,35 @@ class LabDirectory:
                 else:
                     report.duplicate += 1
                 clock.observe(entry.hlc, wall_ms(now))
+            self._rows = None
             self._set_meta("clock", clock.last.text())
             self._after_merge(touched, old_refs, now)
             if report.refused:
                 self._bump_refused(report.refused)
+
+    def _news(self, entries: list[Entry], report: ApplyReport) -> list[Entry]:
+        """The entries that could change the state or the clock, read without a transaction; the
+        others (a snapshot part's, mostly) are counted in `report`. What the state holds only grows
+        (a later stamp, a tombstone), so an entry stale or held now is so after the others too."""
+        last = self._clock()
+        seen = (last.wall_ms, last.counter) if last is not None else (-1, -1)
+        news: list[Entry] = []
+        self._rows = self._load({e.member for e in entries})
+        try:
+            for entry in entries:
+                if entry.lab != self.lab or (entry.hlc.wall_ms, entry.hlc.counter) > seen:
+                    news.append(entry)
+                    continue
+                outcome, _ = self._decide(entry, canonical(entry.value).decode())
+                if outcome == "applied":
+                    news.append(entry)
+                elif outcome == "stale":
+                    report.stale += 1
+                else:
+                    report.duplicate += 1
+        finally:
+            self._rows = None
+        return news
 
     # --- the merge ----------------------------------------------------------------------------------
 
@@ -231,36 +276,72 @@ class LabDirectory:
         ).fetchone()
         return row is not None
 
-    def _held(self, member: str, entry_field: str) -> tuple[Hlc, str] | None:
+    def _load(self, members: set[str]) -> Held:
+        """The state of these members, field by field, in a few queries."""
+        rows: Held = {member: {} for member in members}
+        for part in projection.chunks(sorted(members)):
+            marks = ",".join("?" * len(part))
+            for member, entry_field, wall, counter, node, value in self.db.execute(
+                "SELECT member, field, wall_ms, counter, node, value FROM directory_state "
+                f"WHERE member IN ({marks})", part,
+            ):  # fmt: skip
+                rows[member][entry_field] = ((wall, counter, node), value)
+        return rows
+
+    def _held(self, member: str, entry_field: str) -> tuple[Stamp, str] | None:
+        if self._rows is not None and member in self._rows:
+            return self._rows[member].get(entry_field)
         row = self.db.execute(
             "SELECT wall_ms, counter, node, value FROM directory_state WHERE member = ? AND field = ?",
             [member, entry_field],
         ).fetchone()
-        return None if row is None else (Hlc(row[0], row[1], row[2]), row[3])
+        return None if row is None else ((row[0], row[1], row[2]), row[3])
+
+    def _decide(self, entry: Entry, value_json: str) -> tuple[str, tuple[Stamp, str] | None]:
+        """What merging one entry would do ("applied", "stale" or "duplicate"), and the value held."""
+        held, stamp = self._held(entry.member, entry.field), _stamp(entry.hlc)
+        if held == (stamp, value_json):  # most of a snapshot part: decided without parsing values
+            return "duplicate", held
+        if held is not None:
+            mine, theirs = _order(stamp, entry.field, value_json), _order(held[0], entry.field, held[1])
+            if theirs == mine:
+                return "duplicate", held
+            if theirs > mine:
+                return "stale", held
+        if entry.field != ERASED:
+            if self._held(entry.member, ERASED) is not None:
+                return "stale", held
+            if entry.field != REMOVED and self._held(entry.member, REMOVED) is not None:
+                return "stale", held
+        return "applied", held
 
     def _merge(self, entry: Entry) -> str:
         """Merge one entry into the state: "applied", "stale" or "duplicate"."""
         value_json = canonical(entry.value).decode()
-        mine = _order(entry.hlc, entry.field, value_json)
-        held = self._held(entry.member, entry.field)
+        outcome, held = self._decide(entry, value_json)
+        if outcome != "applied":
+            return outcome
+        total = self._current_sum()
         if held is not None:
-            theirs = _order(held[0], entry.field, held[1])
-            if theirs == mine:
-                return "duplicate"
-            if theirs > mine:
-                return "stale"
-        if entry.field != ERASED:
-            if self._held(entry.member, ERASED) is not None:
-                return "stale"
-            if entry.field != REMOVED and self._held(entry.member, REMOVED) is not None:
-                return "stale"
+            total -= state_digest.row_hash((entry.member, entry.field, *held[0], held[1]))
         if entry.field in (REMOVED, ERASED):
             # A tombstone keeps only itself: the rest of the member goes (an erasure takes the
             # removal's name too, and this node's unpublished changes of them).
+            for row in self.db.execute(
+                "SELECT member, field, wall_ms, counter, node, value FROM directory_state "
+                "WHERE member = ? AND field != ?", [entry.member, entry.field],
+            ).fetchall():  # fmt: skip
+                total -= state_digest.row_hash(row)
             self.db.execute("DELETE FROM directory_state WHERE member = ? AND field != ?",
                             [entry.member, entry.field])  # fmt: skip
+            if self._rows is not None and entry.member in self._rows:
+                self._rows[entry.member].clear()
             if entry.field == ERASED:
                 self.db.execute("DELETE FROM directory_outbox WHERE member = ?", [entry.member])
+        total += state_digest.row_hash((entry.member, entry.field, *_stamp(entry.hlc), value_json))
+        if self._rows is not None and entry.member in self._rows:
+            self._rows[entry.member][entry.field] = (_stamp(entry.hlc), value_json)
+        self._sum = total % state_digest.MODULUS
         self.db.execute(
             "INSERT INTO directory_state (member, field, wall_ms, counter, node, author, value, ref) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member, field) DO UPDATE SET "
@@ -274,7 +355,8 @@ class LabDirectory:
     def _after_merge(self, touched: set[str], old_refs: projection.Refs, now: datetime) -> None:
         if not touched:
             return
-        self._set_meta("digest", "")
+        if self._sum is not None:
+            self._set_meta(SUM_KEY, f"{self._sum:064x}")
         projection.project(self.db, self.secret, touched, old_refs, now)
 
     # --- publishing ---------------------------------------------------------------------------------
@@ -290,6 +372,11 @@ class LabDirectory:
                 entry = Entry(self.lab, entry.author, entry.hlc, entry.member, entry.field, entry.value)
             out.append((int(row_id), seal(self.secret, entry)))
         return out
+
+    def unpublished_members(self) -> set[str]:
+        """The members this node's changes not yet acknowledged are about."""
+        rows = self.db.execute("SELECT DISTINCT member FROM directory_outbox WHERE published IS NULL")
+        return {str(row[0]) for row in rows}
 
     def mark_published(self, ids: Sequence[int]) -> None:
         """The broker acknowledged these (ids from `unpublished`)."""
@@ -336,18 +423,21 @@ class LabDirectory:
 
     def digest(self) -> str:
         """A short hex digest of the directory in force: equal on nodes that hold the same directory."""
-        cached = self._meta("digest")
-        if cached:
-            return cached
-        h = hashlib.sha256(b"fabnode directory digest v1\n")
-        for row in self.db.execute(
-            "SELECT member, field, wall_ms, counter, node, value FROM directory_state ORDER BY member, field"
-        ):
-            h.update("\x1f".join(str(part) for part in row).encode() + b"\n")
-        value = h.hexdigest()[:DIGEST_CHARS]
-        with contextlib.suppress(Exception):  # a read-only caller (or a busy file) just recomputes
-            self._set_meta("digest", value)
-        return value
+        text = self._meta(SUM_KEY)
+        if text:
+            return state_digest.shown(int(text, 16))
+        total = None  # a file from before the sum was kept: summed once, and kept
+        with contextlib.suppress(Exception), self.batch():  # a read-only caller just sums each time
+            total = self._current_sum()
+            self._set_meta(SUM_KEY, f"{total:064x}")
+        return state_digest.shown(state_digest.scan(self.db) if total is None else total)
+
+    def _current_sum(self) -> int:
+        """The digest's sum as this transaction sees it (read, or computed once, on first use)."""
+        if self._sum is None:
+            text = self._meta(SUM_KEY)
+            self._sum = int(text, 16) if text else state_digest.scan(self.db)
+        return self._sum
 
     # --- counters -----------------------------------------------------------------------------------
 

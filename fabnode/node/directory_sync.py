@@ -4,13 +4,15 @@ Topics (fabnode.envelope.directory_topic), every payload sealed with the lab sec
 goes to `<prefix>/lab/v1/<lab>/directory/entries/<node>` (QoS 1, not retained; marked published on its
 PUBACK); the node's whole directory to `.../snapshot/<node>/<part>` (retained), in parts the region
 broker's `max_packet_size` (128 KiB) lets through; parts left over from a larger snapshot are cleared.
+A part goes out again when a member in it was changed here (SNAPSHOT_EVERY_S), else at the refresh.
 Every node subscribes to `.../directory/#` with a persistent session: a node that was away catches up
 from the retained snapshots plus the entries the broker kept for it, and a new node with the lab secret
 receives the whole directory from the snapshots as soon as it subscribes.
 
 Threads: paho's network thread only posts onto a queue. One thread of our own ("directory") owns a
-connection of its own to the usage database and applies what arrives through `LabDirectory`, one batch
-per transaction: the file is in WAL mode with a busy timeout, so the controller's connection, the
+connection of its own to the usage database and applies what arrives through `LabDirectory`, the
+entries of a batch in one transaction and its snapshot parts in another (those this node holds
+already take none): the file is in WAL mode with a busy timeout, so the controller's connection, the
 telemetry publisher and the CLI write beside it. Applying changes no machine state (a tap reads the
 member tables on the controller's connection and sees a batch at its commit), so no event is posted.
 A change the CLI (another process) writes is noticed by polling SQLite's `PRAGMA data_version` every
@@ -38,7 +40,7 @@ from fabnode.directory.members import adopt_local_members
 from fabnode.directory.seal import seal_snapshot
 from fabnode.directory.store import ApplyReport, LabDirectory
 from fabnode.envelope import broker_user, directory_subscription, directory_topic
-from fabnode.node.directory_snapshot import split
+from fabnode.node.directory_snapshot import bucket, split
 from fabnode.node.logsafe import shown
 from fabnode.node.ports import JsonObject
 from fabnode.records.usage import UsageLog
@@ -47,9 +49,11 @@ log = logging.getLogger("fabnode.directory")
 
 POLL_S = 0.1  # how often a change written by another process (the CLI) is looked for
 OFFLINE_CHECK_S = 1.0  # while the broker is away, how often the unpublished changes are counted
-# After a local change (the CLI's, the web's) the changed parts of our snapshot are republished, at
-# most this often; after remote changes only every SNAPSHOT_REFRESH_S: the author of every change
-# republishes it, so that every node republishing every change would only multiply the work by N.
+# After a local change (the CLI's, the web's) the part of our snapshot that holds its member is
+# republished, at most this often; the parts that only remote changes moved wait for
+# SNAPSHOT_REFRESH_S: the author of every change republishes its part, so that every node
+# republishing every change (or every part a change moved) would multiply by N the parts each node
+# receives and merges.
 SNAPSHOT_EVERY_S = 5.0
 SNAPSHOT_REFRESH_S = 600.0
 # After a (re)subscription our own retained parts come back first: they say how many parts to clear.
@@ -260,7 +264,7 @@ class _Run:
     snapshot_digest: str | None = None  # the digest of the snapshot last published (None: publish one)
     snapshot_parts: int = 0  # how many parts our retained snapshot has (those beyond are cleared)
     next_refresh: float = 0.0
-    local_changes: bool = False  # this node published changes since its last snapshot
+    local_changes: set[str] = dataclasses.field(default_factory=set)  # changed here since the snapshot
     part_digests: dict[int, bytes] = dataclasses.field(default_factory=dict)  # part -> digest published
     part_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # part -> sealed size
     in_flight: dict[int, int] = dataclasses.field(default_factory=dict)  # mid -> entry id
@@ -411,13 +415,16 @@ class _Run:
         self.in_flight.clear()
 
     def apply(self, batch: list[tuple[str | None, bytes]]) -> list[tuple[str | None, bytes]]:
-        """Merge sealed entries and snapshot parts in one transaction; count what it came to. An empty
-        batch to go on with."""
-        if batch:
-            self.count(self.store.apply_sealed([blob for _, blob in batch], self.sync.wall()))
-            for part, blob in batch:
-                if part is not None:
-                    self.seen_parts[part] = hashlib.sha256(blob).digest()
+        """Merge sealed entries, then snapshot parts, each kind in one transaction (a change sent as an
+        entry does not wait on the parts beside it, which mostly hold nothing new); count what it came
+        to. An empty batch to go on with."""
+        entries = [blob for part, blob in batch if part is None]
+        parts = [(part, blob) for part, blob in batch if part is not None]
+        for blobs in (entries, [blob for _, blob in parts]):
+            if blobs:
+                self.count(self.store.apply_sealed(blobs, self.sync.wall()))
+        for part, blob in parts:
+            self.seen_parts[part] = hashlib.sha256(blob).digest()
         return []
 
     def count(self, report: ApplyReport) -> None:
@@ -446,7 +453,7 @@ class _Run:
 
     def publish_entries(self) -> None:
         """This node's changes that have no PUBACK yet (the CLI's, the web's, ours), QoS 1."""
-        pending = self.store.unpublished()
+        pending, members = self.store.unpublished(), self.store.unpublished_members()
         if self.client is None:
             return
         sending = set(self.in_flight.values())
@@ -458,7 +465,7 @@ class _Run:
                 self.sync.set(last_error=f"publishing a directory entry: {mqtt.error_string(info.rc)}")
                 return
             self.in_flight[info.mid] = entry_id
-            self.local_changes = True
+        self.local_changes |= members
 
     def mark_published(self) -> None:
         if self.pubacked:
@@ -467,26 +474,40 @@ class _Run:
             self.moved = True  # count what is left
 
     def publish_snapshot(self, now: float) -> None:
-        """The parts of our snapshot that changed (all after a reconnect), retained; parts left over
-        from a larger snapshot are cleared."""
+        """The parts of our snapshot that changed, retained: those that hold a member changed here, or
+        all (after a reconnect, every SNAPSHOT_REFRESH_S); parts left over from a larger snapshot are
+        cleared."""
         assert self.client is not None
-        self.next_snapshot, self.next_refresh = now + SNAPSHOT_EVERY_S, now + SNAPSHOT_REFRESH_S
-        self.local_changes = False
-        parts = split(self.store.entries(), SNAPSHOT_PART_BYTES)
-        if len(parts) != self.snapshot_parts:
+        whole = self.snapshot_digest is None or now >= self.next_refresh
+        self.next_snapshot = now + SNAPSHOT_EVERY_S
+        if whole:
+            self.next_refresh = now + SNAPSHOT_REFRESH_S
+        local, self.local_changes = self.local_changes, set()
+        parts, before = split(self.store.entries(), SNAPSHOT_PART_BYTES), self.snapshot_parts
+        due = {bucket(member, len(parts)) for member in local}
+        if len(parts) != before:
             self.part_digests.clear()  # split anew: every part's content moved
+            whole = whole or len(parts) < before  # fewer parts: the ones cleared held members
+            # A changed member's old part goes too: an erased name must not stay retained there.
+            due |= {bucket(member, before) for member in local} if before else set()
+        behind = False  # a part that moved is left for later
         for part in parts:
-            if self.part_digests.get(part.number) != part.digest:
-                blob = seal_snapshot(self.store.secret, self.store.lab, self.node, part.entries)
-                self.client.publish(f"{self.snapshot_topic}/{part.number}", blob, qos=1, retain=True)
-                self.part_digests[part.number], self.part_bytes[part.number] = part.digest, len(blob)
+            if self.part_digests.get(part.number) == part.digest:
+                continue
+            if not whole and part.number not in due:
+                behind = True  # moved by remote changes only: their authors republish it
+                continue
+            blob = seal_snapshot(self.store.secret, self.store.lab, self.node, part.entries)
+            self.client.publish(f"{self.snapshot_topic}/{part.number}", blob, qos=1, retain=True)
+            self.part_digests[part.number], self.part_bytes[part.number] = part.digest, len(blob)
         for number in range(len(parts), self.snapshot_parts):
             self.client.publish(f"{self.snapshot_topic}/{number}", b"", qos=1, retain=True)
             self.part_digests.pop(number, None)
             self.part_bytes.pop(number, None)
-        self.snapshot_parts, self.snapshot_digest = len(parts), self.digest
+        # Partly behind: the digest of no directory (but not None: a snapshot is retained).
+        self.snapshot_parts, self.snapshot_digest = len(parts), "" if behind else self.digest
         self.sync.set(snapshot_parts=len(parts), snapshot_bytes=sum(self.part_bytes.values()),
-                      snapshot_digest=self.digest)  # fmt: skip
+                      snapshot_digest=self.snapshot_digest or None)  # fmt: skip
 
     # --- figures for status ---
 

@@ -4,6 +4,7 @@ whatever the order the entries arrived in (property-style: random permutations, 
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -141,3 +142,35 @@ def test_two_nodes_that_enrol_one_name_apart_agree_on_who_holds_it(tmp_path: Pat
     ((_, listing),) = seen
     # m2 took the name (and the badge) first; m1 shows under its id so a technician can tell them apart
     assert [(m[0], m[2]) for m in listing] == [("eve", BADGE_A[:8]), ("Eve #m1", "")]
+
+
+def test_the_digest_kept_beside_the_rows_is_the_one_summed_from_scratch(tmp_path: Path) -> None:
+    erased = Entry(LAB, "fablab-a.cnc", Hlc(600, 0, "fablab-a.cnc"), "ada", "erased", {})
+    rng = random.Random(7)
+    entries = [*_entries(), erased]
+    digests = set()
+    for seed in range(5):
+        log, directory = _open(tmp_path, f"kept-{seed}")
+        rng.shuffle(entries)
+        for entry in entries:
+            directory.apply([entry], NOW)  # one batch each: the sum moves at every merge
+        kept = directory.digest()
+        log.db.execute("DELETE FROM directory_meta WHERE key = 'digest_sum'")  # as a file from before
+        assert directory.digest() == kept, f"seed {seed}"
+        digests.add(kept)
+    assert len(digests) == 1
+
+
+def test_entries_held_already_are_counted_and_write_nothing(tmp_path: Path) -> None:
+    _, directory = _open(tmp_path, "held")
+    entries = _entries()
+    directory.apply(entries, NOW)
+    watcher = sqlite3.connect(tmp_path / "held.db")
+    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    report = directory.apply(entries, NOW)  # a snapshot part this node holds already
+    assert (report.applied, report.refused, report.stale + report.duplicate) == (0, 0, len(entries))
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before  # nothing was committed
+    fresh = Entry(LAB, "fablab-a.cnc", Hlc(700, 0, "fablab-a.cnc"), "ada", "role", "technician")
+    assert directory.apply([*entries, fresh], NOW).applied == 1
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] != before
+    watcher.close()
