@@ -60,6 +60,7 @@ SNAPSHOT_REFRESH_S = 600.0
 FIRST_SNAPSHOT_AFTER_S = 1.0
 CONTACT_EVERY_S = 60.0  # while subscribed, the contact time is written this often
 START_WAIT_S = 10.0
+RESTART_S = 30.0  # after the directory could not be opened or its sync failed outside a step
 RETRY_S = 1.0  # after a step failed
 SNAPSHOT_PART_BYTES = 96 * 1024  # entry JSON per part (compressed and sealed: well below 128 KiB)
 MAX_ENTRY_MESSAGE = 64 * 1024  # a sealed entry (fabnode.directory.seal.MAX_ENTRY_BLOB)
@@ -211,6 +212,16 @@ class DirectorySync:
     # --- our thread ----------------------------------------------------------------------------------
 
     def _main(self) -> None:
+        # A directory that cannot be opened now (a file locked past the busy timeout, a full disk) is
+        # tried again: a node must not stop hearing revocations until someone restarts it.
+        while not self._stopping:
+            if self._session():
+                return
+            self._wake.wait(RESTART_S)
+            self._wake.clear()
+
+    def _session(self) -> bool:
+        """Open the directory and sync until stopped (True), or fail on the way (False: try again)."""
         usage: UsageLog | None = None
         try:
             config = self._config()
@@ -233,9 +244,12 @@ class DirectorySync:
                     self.set(last_error=f"lab directory: {exc} (retrying)")
                     run.retry_later()
             run.shut_down()
+            return True
         except Exception as exc:  # status shows it; the machine's access control carries on without it
             log.exception("lab directory sync stopped")
-            self.set(last_error=f"lab directory sync stopped: {exc}", connected=False)
+            self.set(last_error=f"lab directory sync stopped: {exc} (trying again in {RESTART_S:g} s)",
+                     connected=False)  # fmt: skip
+            return False
         finally:
             self._run = None
             self._loaded.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,8 +11,11 @@ import pytest
 
 from fabnode.config.reader import ConfigError
 from fabnode.config.settings import Config, load_config, settings_in_force
+from fabnode.directory.store import LabDirectory
 from fabnode.envelope import EnvelopeError, directory_subscription, directory_topic, node_acl
+from fabnode.node import directory_sync
 from fabnode.node.directory_sync import DirectorySync
+from fabnode.records.usage import UsageLog
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 BASE = """\
@@ -81,3 +86,27 @@ def test_directory_topics_and_the_acl_lines_a_node_gets() -> None:
     assert acl[-3:] == ["topic read fablab/lab/v1/north/directory/#",
                         "topic write fablab/lab/v1/north/directory/entries/north.laser-1",
                         "topic write fablab/lab/v1/north/directory/snapshot/north.laser-1/+"]  # fmt: skip
+
+
+def test_a_directory_that_cannot_be_opened_at_start_is_tried_again(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directory_sync, "RESTART_S", 0.05)
+    config = _config(tmp_path, "")  # no broker: the directory is this node's alone
+    tries: list[str] = []
+
+    def flaky_open(usage: UsageLog, secret: bytes, node: str, lab: str) -> LabDirectory:
+        tries.append(node)
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return LabDirectory.open(usage.db, secret, node, lab)
+
+    sync = DirectorySync(lambda: config, tmp_path / "usage.db", b"s" * 32, open_store=flaky_open)
+    sync.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sync.status()["digest"] is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the thread publishes its figures under a lock, not an event
+        status = sync.status()
+        assert status["digest"] is not None and len(tries) == 2, (status, tries)
+    finally:
+        sync.stop()
