@@ -8,11 +8,10 @@ pin too (or instead, when the config cannot be read).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from fabnode.node.durable_files import write_json
 
 RELAY_RECORD_NAME = "relay-wiring.json"  # relay-off.py reads the same name
 log = logging.getLogger(__name__)
@@ -20,20 +19,11 @@ log = logging.getLogger(__name__)
 
 def record_relay_wiring(state_dir: Path, backend: str, relay_pin: int, relay_active_low: bool) -> None:
     """Write {backend, relay_pin, relay_active_low} atomically; a failure is logged, never fatal."""
-    text = json.dumps({"backend": backend, "relay_pin": relay_pin, "relay_active_low": relay_active_low})
     path = state_dir / RELAY_RECORD_NAME
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{RELAY_RECORD_NAME}.", dir=state_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text + "\n")
-                out.flush()
-                os.fsync(out.fileno())  # power may go before the daemon stops: the record must be whole
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # fsynced: power may go before the daemon stops, and relay-off.py must find the record whole
+        write_json(path, {"backend": backend, "relay_pin": relay_pin, "relay_active_low": relay_active_low})
     except OSError as exc:  # a full disk must not keep the machine's node from starting
         log.warning("cannot record the relay wiring in %s (relay-off.py will use the config only): %s",
                     path, exc)  # fmt: skip

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fabnode.envelope import utc_iso
+from fabnode.node.durable_files import fsync_dir, write_json
 
 log = logging.getLogger("fabnode.uploads")
 SIDECAR_VERSION = 1
@@ -101,25 +102,6 @@ def parse_record(data: object, where: Path) -> UploadRecord:
     )  # fmt: skip
 
 
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class UploadStore:
     """The upload folder and its sidecars: save, move to started/ or stale/, read back."""
 
@@ -136,13 +118,13 @@ class UploadStore:
 
     def save(self, record: UploadRecord) -> None:
         """Write the upload's sidecar (atomically): from now on it is in the queue, across restarts."""
-        _write_atomically(self._sidecar(record.id), {"version": SIDECAR_VERSION, **asdict(record)})
+        write_json(self._sidecar(record.id), {"version": SIDECAR_VERSION, **asdict(record)})
 
     def forget(self, upload_id: str) -> None:
         """Drop a sidecar whose upload was refused (its file is the HTTP server's to remove)."""
         with contextlib.suppress(FileNotFoundError):
             self._sidecar(upload_id).unlink()
-        _fsync_dir(self.queue)
+        fsync_dir(self.queue)
 
     def shelve(self, record: UploadRecord, shelf: Shelf, **extra: object) -> Path:
         """Move the file and its sidecar (with `extra`, e.g. reason or job_id) to started/ or stale/."""
@@ -152,7 +134,7 @@ class UploadStore:
         with contextlib.suppress(FileNotFoundError):  # a file gone by hand: its sidecar still says why
             os.replace(self.folder / record.file, moved)
         note = {"version": SIDECAR_VERSION, **asdict(record), **extra, shelf: utc_iso(datetime.now(UTC))}
-        _write_atomically(target / f"{record.file}.json", note)
+        write_json(target / f"{record.file}.json", note)
         self.forget(record.id)
         return moved
 

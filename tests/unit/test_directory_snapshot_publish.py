@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from fabnode.config.settings import Config, load_config
 from fabnode.directory.clock import Hlc
 from fabnode.directory.entry import NAME, TRAINING, Entry, training_value
 from fabnode.directory.seal import open_snapshot, seal
@@ -19,22 +18,11 @@ from fabnode.node import directory_sync
 from fabnode.node.directory_snapshot import bucket
 from fabnode.node.directory_sync import DirectorySync, _Run
 from fabnode.records.usage import UsageLog
+from tests.unit.test_directory_sync import node_config
 
 SECRET = b"the lab's secret, 32 bytes long!"
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 NODE = "north.laser-1"
-CONFIG = """\
-[node]
-lab = "north"
-machine = "laser-1"
-
-[serial]
-port = "sim"
-
-[machine]
-kind = "printer"
-firmware = "marlin"
-"""
 
 
 @dataclass
@@ -61,18 +49,12 @@ class _Client:
         return out
 
 
-def _config(tmp_path: Path) -> Config:
-    path = tmp_path / "node.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return load_config(path)
-
-
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Run:
     monkeypatch.setattr(directory_sync, "SNAPSHOT_PART_BYTES", 2048)  # a few members a part
     usage = UsageLog.open(tmp_path / "usage.db")
     store = LabDirectory.open(usage.db, SECRET, NODE, "north")
-    config = _config(tmp_path)
+    config = node_config(tmp_path, "")
     sync = DirectorySync(lambda: config, tmp_path / "usage.db", SECRET, wall=lambda: NOW,
                          monotonic=lambda: 0.0)  # fmt: skip
     made = _Run(sync, config, usage, store, NODE, client=_Client(), subscribed=True)  # type: ignore[arg-type]

@@ -32,7 +32,8 @@ firmware = "marlin"
 """
 
 
-def _config(tmp_path: Path, extra: str) -> Config:
+def node_config(tmp_path: Path, extra: str) -> Config:
+    """The node `north/laser-1`'s config with `extra` TOML after its required sections."""
     path = tmp_path / "node.toml"
     path.write_text(BASE + extra, encoding="utf-8")
     return load_config(path)
@@ -45,20 +46,21 @@ def _sync(config: Config, last_contact: datetime | None) -> DirectorySync:
 
 
 def test_max_age_days_defaults_to_30_and_is_shown_in_force(tmp_path: Path) -> None:
-    config = _config(tmp_path, "")
+    config = node_config(tmp_path, "")
     assert config.directory.max_age_days == 30
     assert settings_in_force(config)["directory"] == {"max_age_days": 30}
-    assert _config(tmp_path, "[directory]\nmax_age_days = 7\n").directory.max_age_days == 7
+    assert node_config(tmp_path, "[directory]\nmax_age_days = 7\n").directory.max_age_days == 7
 
 
 @pytest.mark.parametrize("value", ["0", "3651", "2.5", '"30"', "nan"])
 def test_a_bad_max_age_names_the_file_section_and_option(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"node\.toml: \[directory\] max_age_days: "):
-        _config(tmp_path, f"[directory]\nmax_age_days = {value}\n")
+        node_config(tmp_path, f"[directory]\nmax_age_days = {value}\n")
 
 
 def test_past_max_age_without_contact_only_technicians_pass(tmp_path: Path) -> None:
-    config = _config(tmp_path, '[telemetry]\nbroker = "mqtt://127.0.0.1:1"\n[directory]\nmax_age_days = 30\n')
+    extra = '[telemetry]\nbroker = "mqtt://127.0.0.1:1"\n[directory]\nmax_age_days = 30\n'
+    config = node_config(tmp_path, extra)
     old = _sync(config, NOW - timedelta(days=30, seconds=1))
     why = old.only_technicians(NOW)
     assert why is not None
@@ -71,8 +73,8 @@ def test_past_max_age_without_contact_only_technicians_pass(tmp_path: Path) -> N
 
 def test_without_a_broker_or_before_any_contact_the_rule_does_not_apply(tmp_path: Path) -> None:
     long_ago = NOW - timedelta(days=400)
-    assert _sync(_config(tmp_path, ""), long_ago).only_technicians(NOW) is None  # a lab of one node
-    with_broker = _config(tmp_path, '[telemetry]\nbroker = "mqtt://127.0.0.1:1"\n')
+    assert _sync(node_config(tmp_path, ""), long_ago).only_technicians(NOW) is None  # a lab of one node
+    with_broker = node_config(tmp_path, '[telemetry]\nbroker = "mqtt://127.0.0.1:1"\n')
     assert _sync(with_broker, None).only_technicians(NOW) is None  # never reached: nothing to distrust yet
 
 
@@ -91,7 +93,7 @@ def test_directory_topics_and_the_acl_lines_a_node_gets() -> None:
 def test_a_directory_that_cannot_be_opened_at_start_is_tried_again(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(directory_sync, "RESTART_S", 0.05)
-    config = _config(tmp_path, "")  # no broker: the directory is this node's alone
+    config = node_config(tmp_path, "")  # no broker: the directory is this node's alone
     tries: list[str] = []
 
     def flaky_open(usage: UsageLog, secret: bytes, node: str, lab: str) -> LabDirectory:
