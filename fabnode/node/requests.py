@@ -167,12 +167,14 @@ class RequestHandler:
         refused = outcome.not_started
         return Reply(False, f"the job was not started: {refused}") if refused is not None else outcome.reply
 
-    def _link_problem(self) -> str | None:
+    def _link_problem(self, settling_blocks: bool = True) -> str | None:
+        """Why the firmware cannot take a job now, or None; `settling_blocks=False` passes a board still
+        greeting after its port opened, for a caller that waits for it before the job starts."""
         d = self.d
         if d.streamer is None or d.streamer.lost is not None:
             return (f"the firmware's port {self.parts.port} is not connected (USB cable?): "
                     "the job was not started")
-        if not d.firmware_settled.is_set():  # lines sent now would be lost in the board's reset
+        if settling_blocks and not d.firmware_settled.is_set():  # lines sent now would be lost in the reset
             return (f"the firmware on {self.parts.port} is still starting up (it resets when its port "
                     "opens): the job was not started, try again")
         if d.laser_mode_off is not None:  # with $32=0 a feed hold leaves the beam on

@@ -149,7 +149,8 @@ class WebDesk:
 
     def start(self) -> None:
         """Read the queue back from disk (preflighted aside), then serve HTTP when `[web] enabled`."""
-        self.d.taps.link_problem = self.d.requests._link_problem  # a waiting upload starts only if it can
+        # a waiting upload starts only if it can; its check (_check) waits for a board still greeting
+        self.d.taps.link_problem = lambda: self.d.requests._link_problem(settling_blocks=False)
         records = self.store.load()
         if records:
             threading.Thread(target=self._restore, args=(records,), name="uploads-restore",

@@ -197,8 +197,17 @@ class Node:
 
     def wait_status(self, check: Callable[[dict[str, Any]], bool], timeout: float, what: str
                     ) -> dict[str, Any]:
-        """Poll the status until `check(status)`."""
-        return wait_until(lambda: (lambda s: s if check(s) else None)(self.status()), timeout, what)
+        """Poll the status until `check(status)`; a failure shows the last status seen."""
+        seen: list[dict[str, Any]] = []
+
+        def matched() -> dict[str, Any] | None:
+            seen[:] = [self.status()]
+            return seen[0] if check(seen[0]) else None
+
+        try:
+            return wait_until(matched, timeout, what)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}; last status: {seen[0] if seen else None}") from None
 
     def executed(self) -> list[str]:
         """The simulated firmware's executed commands, the host's own (numbering, reports) aside."""

@@ -2,7 +2,8 @@
 
 - A job asked for while the board is still booting: opening the port reset it (DTR), and what it is
   sent before its `start` greeting is lost. The daemon holds the job until the board greeted, then
-  streams it whole; it never starts it into the reset ("the printer reset: the job is lost").
+  streams it whole; it never starts it into the reset ("the printer reset: the job is lost"). An upload
+  a member's tap releases then waits for the greeting too, rather than for a second tap.
 - The usage log's one connection is shared by the controller thread and the telemetry publisher's
   thread: a tap's access check must not break into the publisher's transactions, nor they into it.
 
@@ -12,7 +13,9 @@ time can be set to what a real Marlin board takes and a second thread can write 
 
 from __future__ import annotations
 
+import http.client
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +25,10 @@ import pytest
 from fabnode.node.loop import Daemon
 from fabnode.node.wiring import build_parts, simulated_config
 from fabnode.paths import secret_file_path, usage_db_path
+from fabnode.records import api_keys
 from fabnode.records import members as access
 from fabnode.records.usage import UsageLog
+from tests.data.web.prusaslicer import prusaslicer_body
 from tests.integration.test_daemon_helpers import (
     HOST_COMMANDS,
     MEMBER_UID,
@@ -79,6 +84,28 @@ def test_a_job_asked_for_before_the_board_greets_waits_for_it_and_runs_whole(sta
 
     reply = daemon.requests.handle({"cmd": "print", "file": str(part)})
     assert reply["ok"], reply
+    ended = wait_until(lambda: daemon.call(daemon.requests.snapshot)["last_job"], 30, "the job's end")
+    assert (ended["status"], ended["reason"]) == ("completed", "completed")
+    executed = [c for c in daemon.parts.simulator.executed if not c.startswith(HOST_COMMANDS)]
+    assert executed == wire_commands(part)
+
+
+def test_an_upload_released_before_the_board_greets_waits_for_it_and_runs_whole(start_daemon, tmp_path
+                                                                               ) -> None:  # fmt: skip
+    daemon = start_daemon(BOOT_S)
+    with UsageLog.open(usage_db_path(daemon.state_dir)) as log:
+        key = api_keys.new_member_key(log.db, daemon.secret, "Alice", now=datetime.now(UTC))
+    part = gcode_prefix(tmp_path, 60)
+    body, content_type = prusaslicer_body(part.read_bytes(), "part.gcode", print_=False)
+    url = urllib.parse.urlsplit(daemon.call(daemon.requests.snapshot)["web"]["url"])
+    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
+    conn.request("POST", "/api/files/local", body, {"X-Api-Key": key, "Content-Type": content_type})
+    assert conn.getresponse().status == 201
+    conn.close()
+    assert daemon.parts.simulator.stats.lines_received == 0  # the board is still in its bootloader
+
+    out = tap(daemon, MEMBER_UID)  # her tap releases it; it starts once the board has greeted
+    assert out["reason"] == "session opened; upload part.gcode released", out
     ended = wait_until(lambda: daemon.call(daemon.requests.snapshot)["last_job"], 30, "the job's end")
     assert (ended["status"], ended["reason"]) == ("completed", "completed")
     executed = [c for c in daemon.parts.simulator.executed if not c.startswith(HOST_COMMANDS)]
