@@ -216,6 +216,11 @@ class Wire:
                 self._release_reply_line()
         self._out_tx_end = t
 
+    def tx_free_at(self, buffered: int = 0) -> float:
+        """When all but `buffered` bytes of what the firmware sent have left its UART (a firmware whose
+        serial writes block until its TX buffer of `buffered` bytes has room)."""
+        return self._out_tx_end - buffered * self.byte_time
+
     def drop_connection(self) -> None:
         """Close the pty as a pulled USB cable would; the thread ends. Call from the simulator thread."""
         self._dropped = True

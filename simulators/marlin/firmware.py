@@ -78,6 +78,8 @@ class MarlinFirmware(CommandsMixin):
         self.planner = Planner(self.cfg.planner_blocks)
         self.line_buf = bytearray()
         self._ignore_next_line = False  # the virtual printer's resend_with_timeout
+        # gcode_line_error blocked writing its `Error:` line: (when the UART took it, send the `ok`)
+        self._refusing: tuple[float, bool] | None = None
         old = getattr(self, "hotend", None), getattr(self, "bed", None)
         self.hotend, self.bed = hotend(), bed()  # heaters off; a reset does not cool them at once
         for heater, before in zip((self.hotend, self.bed), old, strict=True):
@@ -158,11 +160,17 @@ class MarlinFirmware(CommandsMixin):
     def _run(self) -> float | None:
         """Finish or continue the current command, read lines, start the next one."""
         while not self.halted and self._boot_at is None:
+            if self._refusing is not None:
+                if self.now < self._refusing[0]:
+                    return self._refusing[0]  # the whole main loop waits inside gcode_line_error
+                self._end_refusal(self._refusing[1])
             if self.current is not None:
                 wake = self._resume()
                 if wake is not None:
                     return min(wake, self._keepalive())
             self._read_commands()
+            if self._refusing is not None:
+                continue  # blocked writing the error line: its end is the next wake-up
             if self.halted or self._boot_at is not None or not self.queue:
                 break
             self._begin(self.queue[0])
@@ -266,7 +274,7 @@ class MarlinFirmware(CommandsMixin):
                 continue
             self.stats.lines_received += 1
             self._take_line(text)
-            if self.halted or self._boot_at is not None:
+            if self.halted or self._boot_at is not None or self._refusing is not None:
                 return
 
     def _take_line(self, text: str) -> None:
@@ -290,9 +298,25 @@ class MarlinFirmware(CommandsMixin):
         virtual = self.cfg.virtual_printer  # `Error: <text>`, `Resend:<n>`, never a flush
         self.say(f"Error:{' ' if virtual else ''}{verdict.error}")
         if self.cfg.flush_on_error and not virtual:
-            if self.wire is not None:
-                self.wire.rx_clear()
-            self.line_buf.clear()
+            if self.wire is not None and self.cfg.tx_buffer is not None:
+                drain_at = self.wire.tx_free_at(self.cfg.tx_buffer)
+                if drain_at > self.now:  # the RX buffer is read empty once the error line is out
+                    self._refusing = (drain_at, with_ok)
+                    return
+            self._end_refusal(with_ok)
+            return
+        self._request_resend(with_ok)
+
+    def _end_refusal(self, with_ok: bool) -> None:
+        """The rest of gcode_line_error: read the RX buffer empty, then `Resend:` and `ok`."""
+        self._refusing = None
+        if self.wire is not None:
+            self.wire.rx_clear()
+        self.line_buf.clear()
+        self._request_resend(with_ok)
+
+    def _request_resend(self, with_ok: bool) -> None:
+        virtual = self.cfg.virtual_printer
         self.stats.resends_requested += 1
         self.say(f"Resend:{'' if virtual else ' '}{self.checker.last_n + 1}")
         if with_ok:

@@ -67,6 +67,11 @@ class MarlinConfig:
     # the RX flush after an error runs if it starts at a command (`G1X10*72`), else it is an
     # unknown command (`echo:Unknown command: "72"` and `ok`). GCodeQueue::get_serial_commands.
     faithful_cuts: bool = False
+    # Marlin's TX_BUFFER_SIZE (Configuration_adv.h; 0, the AVR default, makes every write block until
+    # the UART took it), None: writes never block. gcode_line_error prints the `Error:` line BEFORE it
+    # reads the RX buffer empty, so with a small buffer the flush comes ~40 byte-times after the bad
+    # line was read and cuts a later line anywhere, not just its first bytes.
+    tx_buffer: int | None = None
     # OctoPrint's virtual printer (simulators.marlin.virtual): no flush, one line at a time, its texts.
     virtual_printer: bool = False
     faults: MarlinFaults = field(default_factory=MarlinFaults)

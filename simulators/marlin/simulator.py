@@ -20,7 +20,8 @@ buffer after a refused line (Marlin before 2019: every line behind it is refused
 `ok_before_output` answers M105 with `ok` before its `T:` line, `action_space` writes host actions
 as `// action:...`, `locked` answers every command `echo:Printer locked!` and `ok` (PASSWORD_FEATURE).
 `faithful_cuts` reads a line without N as Marlin 2.x does (the tail of a line cut by the RX flush
-after an error runs if it starts at a command: simulators.marlin.options).
+after an error runs if it starts at a command: simulators.marlin.options); `tx_buffer` is Marlin's
+TX_BUFFER_SIZE (0 on an AVR: the flush waits until the `Error:` line has been written).
 `virtual_printer` answers lines as OctoPrint's virtual printer does (simulators.marlin.virtual);
 `virtual_errors` are its `simulated_errors` (its default: options.VIRTUAL_PRINTER_ERRORS).
 
@@ -82,6 +83,7 @@ class MarlinSimulator:
         locked: bool = False,
         virtual_printer: bool = False,
         faithful_cuts: bool = False,
+        tx_buffer: int | None = None,
         virtual_errors: tuple[tuple[int, str], ...] = (),
         link: str | Path | None = None,
     ) -> None:
@@ -120,6 +122,7 @@ class MarlinSimulator:
             locked=locked,
             virtual_printer=virtual_printer,
             faithful_cuts=faithful_cuts,
+            tx_buffer=tx_buffer,
         )
         self.stats = MarlinStats()
         self.executed: list[str] = []

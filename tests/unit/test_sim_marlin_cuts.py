@@ -16,9 +16,16 @@ def framed(n: int, command: str) -> bytes:
 class FakeWire:
     """Just the RX buffer and the replies: the test decides which bytes have arrived."""
 
+    byte_time = 10 / 115200
+
     def __init__(self) -> None:
         self.rx = bytearray()
         self.replies = bytearray()
+        self.now = 0.0
+        self.tx_end = 0.0  # when the UART has sent every reply byte
+
+    def tx_free_at(self, buffered: int = 0) -> float:
+        return self.tx_end - buffered * self.byte_time
 
     def rx_available(self) -> int:
         return len(self.rx)
@@ -36,11 +43,12 @@ class FakeWire:
 
     def send(self, data: bytes) -> None:
         self.replies += data
+        self.tx_end = max(self.now, self.tx_end) + len(data) * self.byte_time
 
 
-def booted(**options: bool) -> tuple[MarlinFirmware, FakeWire, list[str]]:
+def booted(**options: bool | int) -> tuple[MarlinFirmware, FakeWire, list[str]]:
     executed: list[str] = []
-    config = MarlinConfig(time_scale=0, greet_on_open=False, **options)
+    config = MarlinConfig(time_scale=0, greet_on_open=False, **options)  # type: ignore[arg-type]
     firmware = MarlinFirmware(config, on_executed=executed.append)
     wire = FakeWire()
     firmware.attach(wire)  # type: ignore[arg-type]
@@ -49,9 +57,10 @@ def booted(**options: bool) -> tuple[MarlinFirmware, FakeWire, list[str]]:
     return firmware, wire, executed
 
 
-def arrive(firmware: MarlinFirmware, wire: FakeWire, data: bytes, now: float) -> None:
+def arrive(firmware: MarlinFirmware, wire: FakeWire, data: bytes, now: float) -> float | None:
     wire.rx += data
-    firmware.poll(now)
+    wire.now = now
+    return firmware.poll(now)
 
 
 def test_a_tail_that_begins_at_its_command_runs_unnumbered_then_again_when_resent():
@@ -86,3 +95,20 @@ def test_without_the_mode_a_tail_with_its_checksum_is_refused_as_marlin_1_did():
     arrive(firmware, wire, line2[3:], 0.2)
     assert wire.replies.decode().startswith("Error:No Line Number with checksum")
     assert executed == []
+
+
+def test_with_a_blocking_uart_the_flush_waits_for_the_error_line_and_cuts_a_later_line():
+    # TX_BUFFER_SIZE 0 (the AVR default): gcode_line_error prints `Error:...` first, each byte waiting
+    # for the UART, and only then reads the RX buffer empty (Marlin 2.x src/gcode/queue.cpp).
+    firmware, wire, executed = booted(faithful_cuts=True, tx_buffer=0)
+    bad = framed(1, "G28").replace(b"G28", b"G29")
+    line2, line3 = framed(2, "G1X5"), framed(3, "G1X6")
+    drain_at = arrive(firmware, wire, bad, 0.1)
+    assert wire.replies.decode() == "Error:checksum mismatch, Last Line: 0\n"
+    assert drain_at == wire.tx_end > 0.1  # once the error line has left, 39 byte-times on
+    arrive(firmware, wire, line2 + line3[:3], 0.1 + wire.byte_time)  # arriving while Marlin writes
+    assert b"Resend" not in wire.replies and executed == []
+    arrive(firmware, wire, b"", drain_at)  # line 2 whole and the head of line 3 go with the flush
+    assert wire.replies.decode().endswith("Resend: 1\nok\n")
+    arrive(firmware, wire, line3[3:], drain_at + 0.01)
+    assert executed == ["G1X6"]  # the cut fell in line 3, beyond the line after the refused one
