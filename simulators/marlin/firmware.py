@@ -78,7 +78,7 @@ class MarlinFirmware(CommandsMixin):
         self.planner = Planner(self.cfg.planner_blocks)
         self.line_buf = bytearray()
         self._ignore_next_line = False  # the virtual printer's resend_with_timeout
-        # gcode_line_error blocked writing its `Error:` line: (when the UART took it, send the `ok`)
+        # gcode_line_error blocked writing its `Error:` line: (when the UART has it all, `ok` after Resend)
         self._refusing: tuple[float, bool] | None = None
         old = getattr(self, "hotend", None), getattr(self, "bed", None)
         self.hotend, self.bed = hotend(), bed()  # heaters off; a reset does not cool them at once
