@@ -31,6 +31,7 @@ class Entry:
     m105: bool = False  # an M105: its answer is the unmistakable `ok T:...`
     command: PendingCommand | None = None  # set for manual commands
     text: str = ""  # what an unnumbered line says (numbered ones: see the stream's history)
+    sent_at: float = 0.0  # when it was written
 
 
 class InFlight:

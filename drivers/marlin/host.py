@@ -4,7 +4,8 @@ A job starts with `N0 M110 N0*cs`; job lines follow once Marlin acknowledged it,
 `N<n> <cmd>*<xor>` with n = 1, 2, ... The bytes of unacknowledged lines stay within the RX window
 (plus, with ADVANCED_OK, the lines Marlin says sit in its command queue), room for one numbered
 M105 kept free. A refused line is answered `Resend: n` and `ok`: after it, nothing numbered goes
-until the stale lines were answered (drivers.marlin.recovery), then from n (drivers.marlin.resend).
+until the stale lines were answered (drivers.marlin.recovery), then from n (drivers.marlin.resend),
+and one line at a time until the link has been clean for a while (drivers.marlin.caution).
 A lost `ok` never stalls a job: after poke_after_s without `ok` or `busy:` the host sends a
 numbered M105 within the window; its `ok T:...` acknowledges everything before it.
 """
@@ -34,6 +35,7 @@ from drivers.events import (
 )
 from drivers.gcode_text import strip_for_wire
 from drivers.marlin import answers, faults, wire
+from drivers.marlin.caution import Caution
 from drivers.marlin.flight import Entry, InFlight, PendingCommand
 from drivers.marlin.recovery import Recovery
 from drivers.marlin.resend import ResendPolicy
@@ -45,6 +47,7 @@ __all__ = ["DEFAULT_SAFE_STOP", "JobStateError", "MarlinHost"]
 # Heaters and fan off, lift, release the motors: what a cancelled print must leave behind.
 DEFAULT_SAFE_STOP: tuple[str, ...] = ("M104 S0", "M140 S0", "M107", "G91", "G1 Z5 F600", "G90", "M84")
 _M108 = b"M108\n"
+_CONFIRM_AFTER_S = 1.0  # a pipelined stream without `ok` this long asks a numbered M105
 
 
 class MarlinHost:
@@ -66,12 +69,15 @@ class MarlinHost:
         temperature_interval_s: float = 2.0,
         max_resends_of_one_line: int = 10,
         quiet_after_error_s: float = 0.25,
+        single_line_after_error: int = 500,
     ) -> None:
         """Set the protocol's limits: rx_window_bytes, most unacknowledged bytes (a 128-byte AVR RX
         buffer holds 127); use_advanced_ok, read `ok N<n> P<p> B<b>`; safe_stop_gcode, sent after
         M108 on cancel; poke_after_s, silence before an M105; no_answer_after_s, silence that fails
         the job; temperature_interval_s, M155's; max_resends_of_one_line, requests in a row for one
-        line that fail the job; quiet_after_error_s, see drivers.marlin.recovery."""
+        line that fail the job; quiet_after_error_s, see drivers.marlin.recovery;
+        single_line_after_error, clean lines sent one at a time after a refusal (0: keep
+        pipelining), see drivers.marlin.caution."""
         if rx_window_bytes < 8:
             raise ValueError(f"rx_window_bytes={rx_window_bytes}: at least 8 bytes are needed")
         self._window = rx_window_bytes
@@ -85,6 +91,7 @@ class MarlinHost:
             raise ValueError(f"max_resends_of_one_line={max_resends_of_one_line}: at least 1")
         self._max_repeats = max_resends_of_one_line
         self._recovery = Recovery(quiet_after_error_s)
+        self._caution = Caution(single_line_after_error)  # the link's, so it outlives a job
         self._state = JobState.IDLE
         self._events: list[Event] = []
         self._now = 0.0
@@ -116,6 +123,11 @@ class MarlinHost:
     def window_bytes(self) -> int:
         """Most unacknowledged bytes that may sit in Marlin's RX buffer."""
         return self._window
+
+    @property
+    def single_line(self) -> bool:
+        """Lines go one at a time: the link corrupted a line not long ago (drivers.marlin.caution)."""
+        return self._caution.active
 
     @property
     def resends(self) -> int:
@@ -155,7 +167,7 @@ class MarlinHost:
         rx = self._flight.rx_bytes()
         if self._recovery.holding(now, answers.queue_busy(self._flight)):
             return b"".join(out)  # stale lines still arrive: a flush would cut what we send now
-        while self._queued and self._fits(rx, len(self._queued[0][0])):
+        while self._queued and self._fits(rx, len(self._queued[0][0])) and self._may_add():
             data, entry = self._queued.popleft()
             self._put(entry, now)
             rx += entry.size
@@ -165,6 +177,8 @@ class MarlinHost:
             frame = self._s.candidate(state == JobState.RUNNING, state == JobState.CANCELLING)
             # only an M105 may use the room kept for the poke
             if frame is None or not self._fits(rx, len(frame), reserve=not self._s.is_m105(self._s.next_n)):
+                break
+            if not self._may_add():
                 break
             entry = self._s.transmit(frame)
             self._put(entry, now)
@@ -180,11 +194,12 @@ class MarlinHost:
                 self._no_answer()
             elif now >= self._poke_due():
                 self._poke(now)
-        stream = self._s
         if self._poll_at is not None and now >= self._poll_at:
             self._poll_at = now + self._temp_interval
-            if not self._flight.m105_count and stream.live and stream.acked_n >= 0 and not stream.resending:
-                stream.append_m105()  # numbered, so its `ok T:` also confirms the lines before it
+            self._ask_m105()
+        confirm = self._confirm_due()
+        if confirm is not None and now >= confirm:
+            self._ask_m105()
         return self._take_events()
 
     def next_deadline(self) -> float | None:
@@ -194,6 +209,9 @@ class MarlinHost:
         times = [t for t in (self._poll_at, self._recovery.release_at()) if t is not None]
         if len(self._flight):
             times += [self._life_at + self._no_answer_after, self._poke_due()]
+        confirm = self._confirm_due()
+        if confirm is not None:
+            times.append(confirm)
         return min(times) if times else None
 
     def pause(self, now: float) -> None:
@@ -248,11 +266,22 @@ class MarlinHost:
         kept = len(str(len(self._s.frames))) + 11 if reserve and self._s.live else 0  # `N<n> M105*<cs>\n`
         return rx + size + kept <= self._window or self._flight.bytes == 0
 
+    def _may_add(self) -> bool:
+        # Only a numbered line Marlin may not have read yet can still be refused and flush (an
+        # M105's too: noise can make its cut tail `M104`). A poke means a silence: what was on the
+        # wire before it was read, its `ok` maybe lost.
+        if not self._caution.active:
+            return True
+        poked = float("-inf") if self._poked_at is None else self._poked_at
+        taken = self._flight.taken_n
+        return not any(entry.n > taken and entry.sent_at >= poked for entry in self._flight)
+
     def _put(self, entry: Entry, now: float) -> None:
         if not len(self._flight) and not self._poke_waits:
             # the wait for an answer starts now, not at the last old answer (a poke's own resends
             # are part of the wait that made it poke)
             self._progress_at = self._life_at = now
+        entry.sent_at = now
         self._flight.push(entry)
         self._resends.transmitted(entry.n)
 
@@ -261,9 +290,20 @@ class MarlinHost:
     def _on_line(self, line: str, now: float) -> None:
         self._life_at = now
         self._recovery.heard(now)
+        kind = wire.classify(line)
+        if self._last_error and kind != wire.RESEND and (asked := wire.implied_resend(self._last_error)):
+            self._on_resend(f"Resend: {asked}")  # Marlin's `Resend:` always follows: noise hit it
         swallow, self._swallow_ok = self._swallow_ok, ""
         temps_due, self._ok_before_temps = self._ok_before_temps, False
-        kind = wire.classify(line)
+        if kind == wire.MESSAGE and len(self._flight) and wire.mangled_ok(line):
+            # An `ok` lost to noise holds its line's bytes in the window, up to a stall at the poke.
+            # One line at a time, or with temperatures (an M105's), it can only be that line's; else
+            # a numbered M105 settles it.
+            if self._caution.active or wire.mangled_m105_ok(line):
+                self._events.append(FirmwareMessage(line))
+                kind, line = wire.OK, "ok" + line[2:] if len(line) > 2 else "ok"
+            else:
+                self._ask_m105()
         if kind == wire.OK:
             self._resends.ok_came(after_resend=swallow == "refused")
             self._on_ok(line, now, swallow)
@@ -350,6 +390,7 @@ class MarlinHost:
         if n <= self._s.acked_n:
             return
         handshake = self._s.acked_n < 0
+        self._caution.taken(n - self._s.acked_n)
         self._events.extend(self._s.ack_through(n))
         self._flight.drop_numbered_through(n)  # e.g. M105 pokes whose answers were lost
         self._poke_waits &= self._flight.m105_count > 0
@@ -413,6 +454,7 @@ class MarlinHost:
             self._fail(*faults.resend_loop(asked, stream.file_line_of(n), self._resends.repeats, reason))
             return
         if flushes:
+            self._caution.refused()
             last = stream.frame_tx[n] if n < len(stream.frame_tx) else -1
             self._recovery.begin(stream.tx - last if last >= 0 else len(self._flight), self._now)
         self._flight.drop_numbered_from(n)
@@ -430,6 +472,9 @@ class MarlinHost:
             )
             if self._swallow_ok == "garbage":
                 self._recovery.answered(self._now)  # the tail of a cut line, answered
+                if self._caution.active and not self._recovery.active:
+                    # the one line on the wire lost its N: no later line will be refused to say so
+                    self._poke(self._now)
             if "M155" in line and self._s.live:
                 self._poll_at = self._now  # no auto-report in this firmware: poll M105 instead
         head = self._flight.head()
@@ -465,6 +510,23 @@ class MarlinHost:
             self._events.append(FirmwareMessage(line, fault=fault))
 
     # -- timers and endings ---------------------------------------------------------------------
+
+    def _ask_m105(self) -> None:
+        """Queue a numbered M105 (none waiting): its `ok T:` also confirms every line before it."""
+        if self._may_ask_m105():
+            self._s.append_m105()
+
+    def _may_ask_m105(self) -> bool:
+        stream = self._s
+        return not self._flight.m105_count and stream.live and stream.acked_n >= 0 and not stream.resending
+
+    def _confirm_due(self) -> float | None:
+        """When to ask a numbered M105 of a pipelined stream that went without `ok` for a while."""
+        # An `ok` lost to noise leaves its line's bytes counted in the window; a few of them and the
+        # stream stalls until the poke. The M105 fits the room kept for it and settles them all.
+        if not len(self._flight) or self._caution.active or not self._may_ask_m105():
+            return None
+        return self._progress_at + _CONFIRM_AFTER_S
 
     def _poke_due(self) -> float:
         due = self._progress_at + self._poke_after

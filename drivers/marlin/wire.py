@@ -47,6 +47,9 @@ _LINE_ERRORS = (
     "missing checksum",
 )
 _REFUSED_RE = re.compile(r"expected line\s+(\d+)\s+got\s+(\d+)", re.IGNORECASE)
+# Marlin's gcode_line_error with its flush and `Resend: <last + 1>` (FlushSerialRequestResend)
+_RESENT_ERRORS = ("line number is not last line number", "checksum mismatch", "no checksum with line number")
+_LAST_LINE_RE = re.compile(r"last line:\s*(\d+)\s*$")
 
 
 def checksum(data: bytes) -> int:
@@ -98,6 +101,26 @@ def parse_ok(line: str) -> OkInfo:
         n = advanced.group(1)
         return OkInfo(False, int(n) if n else None, int(advanced.group(2)), int(advanced.group(3)))
     return OkInfo(False, temperatures=bool(_TEMP_START_RE.match(line)))
+
+
+def implied_resend(error: str) -> int | None:
+    """The `Resend:` that Marlin's refusal `Error:..., Last Line: <n>` is followed by (n + 1), or None
+    for errors not followed by one (Marlin 1.x `No Line Number with checksum`, other firmware)."""
+    lower = error.lower()
+    match = _LAST_LINE_RE.search(lower)
+    if match is None or not any(text in lower for text in _RESENT_ERRORS):
+        return None
+    return int(match.group(1)) + 1
+
+
+def mangled_ok(line: str) -> bool:
+    """A line that may be an `ok` noise hit in its first two letters (`oj`, `Ok N12 P15 B3`)."""
+    return len(line) <= 2 or bool(_ADVANCED_RE.match("ok" + line[2:])) or mangled_m105_ok(line)
+
+
+def mangled_m105_ok(line: str) -> bool:
+    """An M105's `ok T:...` noise hit in its `ok` (`oK T:210.0 /210.0`): nothing else reads so."""
+    return line[2:4] == " T" and bool(_TEMP_START_RE.match("ok" + line[2:]))
 
 
 def parse_resend(line: str) -> int | None:

@@ -55,6 +55,7 @@ class SerialConfig:
     no_answer_s: float
     reconnect_every_s: float  # a lost port (USB unplugged) is reopened this often until it is back
     no_progress_s: float  # GRBL answering status polls without progress this long fails the job
+    single_line_after_error: int  # Marlin: clean lines sent one at a time after a refused line (0: never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ def _serial(s: Section) -> SerialConfig:
         no_answer_s=s.get_float("no_answer_s", 60.0, minval=1.0, maxval=3600.0),
         reconnect_every_s=s.get_float("reconnect_every_s", 2.0, minval=0.1, maxval=300.0),
         no_progress_s=s.get_float("no_progress_s", 120.0, minval=1.0, maxval=3600.0),
+        single_line_after_error=s.get_int("single_line_after_error", 500, minval=0, maxval=10_000_000),
     )
 
 

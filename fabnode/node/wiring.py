@@ -95,6 +95,7 @@ def make_protocol(config: Config, check_laser_mode: bool = False) -> HostProtoco
         no_answer_after_s=config.serial.no_answer_s,
         # poke a lost `ok` well before the no-answer limit, so a short limit still gets its pokes
         poke_after_s=min(10.0, config.serial.no_answer_s / 3),
+        single_line_after_error=config.serial.single_line_after_error,
     )
 
 

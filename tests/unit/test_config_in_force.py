@@ -60,6 +60,7 @@ def test_defaults_are_shown_as_in_force(tmp_path: Path) -> None:
         "no_answer_s": 60.0,
         "reconnect_every_s": 2.0,
         "no_progress_s": 120.0,
+        "single_line_after_error": 500,
     }
     assert in_force["machine"]["firmware"] == "grbl"
     assert in_force["machine"]["max_line_length"] == 80

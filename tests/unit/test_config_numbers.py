@@ -102,6 +102,7 @@ def test_no_progress_s_and_max_job_mb_defaults(tmp_path: Path) -> None:
     path.write_text(render("laser"))
     config = load_config(path)
     assert config.serial.no_progress_s == 120.0
+    assert config.serial.single_line_after_error == 500
     assert config.max_job_mb == 200
     assert config.max_job_bytes == 200 * 1024 * 1024
 
@@ -129,6 +130,10 @@ def test_no_progress_s_and_max_job_mb_are_read(tmp_path: Path) -> None:
         ("machine", "max_job_mb = 200000", "[machine] max_job_mb: 200000 is above the maximum 100000"),
         ("machine", "max_job_mb = 2.5", "[machine] max_job_mb: 2.5 must be a whole number"),
         ("machine", "max_job_mb = inf", "[machine] max_job_mb: inf must be a whole number"),
+        ("serial", "single_line_after_error = -1",
+         "[serial] single_line_after_error: -1 is below the minimum 0"),
+        ("serial", "single_line_after_error = 1.5",
+         "[serial] single_line_after_error: 1.5 must be a whole number"),
     ],
 )
 def test_no_progress_s_and_max_job_mb_are_bounded(

@@ -200,6 +200,9 @@ def test_plain_oks_do_not_use_buffer_counts_when_advanced_ok_is_off():
 
 
 QUIET = 0.25  # MarlinHost's quiet_after_error_s: how long a quiet link ends the wait after a refusal
+# These tests are about what is sent again, so the host keeps pipelining after a refusal; one line at
+# a time after it (drivers.marlin.caution) is tested on its own below.
+PIPELINED = {"single_line_after_error": 0}
 
 
 def refusal(last: int, error: str = "Line Number is not Last Line Number+1", ok: bool = True) -> bytes:
@@ -208,7 +211,7 @@ def refusal(last: int, error: str = "Line Number is not Last Line Number+1", ok:
 
 def test_a_resend_is_answered_once_from_n_and_duplicates_and_their_oks_are_ignored():
     file = ["G28", "G1 X1", "G1 X2", "G1 X3", "G1 X4"]
-    host, sent = started(file)
+    host, sent = started(file, **PIPELINED)
     original = lines_of(sent)
     assert len(original) == 6  # five lines and the closing M105
     events = host.receive(b"ok\n" + refusal(1, "checksum mismatch"), 1.0)
@@ -226,7 +229,7 @@ def test_a_resend_is_answered_once_from_n_and_duplicates_and_their_oks_are_ignor
 
 
 def test_the_ok_of_a_cut_tail_that_ran_acknowledges_no_line_and_its_unknown_fragment_neither():
-    host, sent = started(["G28", "G1 X1", "G1 X2", "G1 X3"])
+    host, sent = started(["G28", "G1 X1", "G1 X2", "G1 X3"], **PIPELINED)
     frames = lines_of(sent)  # N1..N4 and the closing M105 (N5)
     # Line 2 refused; Marlin's flush cut line 3, whose tail `G1X2*..` ran as a command of its own
     events = host.receive(b"ok\n" + refusal(1, "checksum mismatch") + b"ok\n", 1.0)
@@ -246,7 +249,7 @@ def test_rs_is_a_resend_request_too():
 
 def test_a_resend_waits_while_lines_marlin_took_are_unanswered():
     # Marlin reads its RX buffer only as its queue frees: stale lines may still wait there.
-    host, sent = started(["G28", "G1 X1", "G1 X2"])
+    host, sent = started(["G28", "G1 X1", "G1 X2"], **PIPELINED)
     host.receive(refusal(2), 1.0)  # lines 1 and 2 taken, their `ok`s not yet come
     assert host.data_to_send(1.0 + 10 * QUIET) == b""
     host.receive(b"ok\nok\n", 1.5)
@@ -255,7 +258,7 @@ def test_a_resend_waits_while_lines_marlin_took_are_unanswered():
 
 def test_a_resend_without_its_ok_does_not_stall_the_stream():
     file = ["G28", "G1 X1", "G1 X2"]
-    host, sent = started(file)
+    host, sent = started(file, **PIPELINED)
     host.receive(b"ok\n" + refusal(1, "checksum mismatch", ok=False), 1.0)
     assert host.data_to_send(1.0 + QUIET) == b"".join(lines_of(sent)[1:])
     # The first `ok` is taken for the missing one; the closing M105's answer settles it.
@@ -265,7 +268,7 @@ def test_a_resend_without_its_ok_does_not_stall_the_stream():
 
 
 def test_requests_for_earlier_lines_than_one_answered_are_ignored():
-    host, sent = started(["G28", "G1 X1", "G1 X2", "G1 X3"])
+    host, sent = started(["G28", "G1 X1", "G1 X2", "G1 X3"], **PIPELINED)
     host.receive(b"ok\nok\n" + refusal(2), 1.0)
     assert host.data_to_send(1.0 + QUIET) == b"".join(lines_of(sent)[2:])
     assert host.receive(refusal(1), 1.1) == []
@@ -273,7 +276,7 @@ def test_requests_for_earlier_lines_than_one_answered_are_ignored():
 
 
 def test_a_resent_line_refused_again_is_sent_again():
-    host, sent = started(["G28", "G1 X1", "G1 X2"])
+    host, sent = started(["G28", "G1 X1", "G1 X2"], **PIPELINED)
     frames = lines_of(sent)
     host.receive(refusal(0, "checksum mismatch"), 1.0)
     assert host.data_to_send(1.0) == b""
@@ -288,6 +291,104 @@ def test_a_resent_line_refused_again_is_sent_again():
     events = host.receive(b"ok\n" * 3 + OK_T, 1.3)
     assert host.resends == 2
     assert of(events, JobCompleted) == [JobCompleted(3, sum(map(len, frames[:3])), 2)]
+
+
+def test_after_a_refusal_lines_go_one_at_a_time_until_the_link_was_clean_for_a_while():
+    # A line Marlin may still refuse never shares the wire with the next: its flush cuts nothing.
+    file = [f"G1 X{i}" for i in range(1, 11)]
+    host, sent = started(file, single_line_after_error=3)
+    frames = lines_of(sent)
+    assert len(frames) > 3  # pipelined on a clean link
+    host.receive(b"ok\n" + refusal(1, "checksum mismatch"), 1.0)
+    host.receive(refusal(1) * (len(frames) - 2), 1.01)  # the stale lines behind it, each refused
+    assert host.single_line
+    assert host.data_to_send(1.01) == frames[1]  # line 2 again, alone
+    assert host.data_to_send(1.02) == b""
+    host.receive(b"ok\n", 1.03)
+    assert host.data_to_send(1.03) == frames[2]
+    host.receive(b"ok\n", 1.04)
+    assert host.data_to_send(1.04) == frames[3]
+    host.receive(b"ok\n", 1.05)  # three lines taken in a row without a refusal: pipelined again
+    assert not host.single_line
+    assert lines_of(host.data_to_send(1.05)) == frames[4:]
+
+
+def test_one_at_a_time_a_line_that_got_no_answer_costs_a_poke_not_the_job():
+    host, sent = started(["G28", "G1 X1", "G1 X2"], single_line_after_error=100, poke_after_s=2.0)
+    frames = lines_of(sent)
+    host.receive(refusal(0, "checksum mismatch"), 1.0)
+    host.receive(refusal(0) * (len(frames) - 1), 1.01)
+    assert host.data_to_send(1.01) == frames[0]
+    # line 1 was lost on the wire (no answer at all): after the silence it goes again, alone
+    host.poll(3.02)
+    assert host.data_to_send(3.02) == frames[0]
+    events = host.receive(b"ok\n", 3.1)
+    assert [e.line_no for e in of(events, LineAcked)] == [1]
+    assert host.data_to_send(3.1) == frames[1]  # still one at a time
+    events = host.receive(b"ok\n", 3.2)
+    assert [e.line_no for e in of(events, LineAcked)] == [2]
+    assert host.data_to_send(3.2) == frames[2]
+
+
+def test_one_at_a_time_a_line_whose_n_was_hit_is_asked_after_at_once():
+    host, sent = started(["G28", "G1 X1", "G1 X2"], single_line_after_error=100)
+    frames = lines_of(sent)
+    host.receive(refusal(0, "checksum mismatch"), 1.0)
+    host.receive(refusal(0) * (len(frames) - 1), 1.01)
+    assert host.data_to_send(1.01) == frames[0]
+    # noise turned `N1` into `J1`: an unknown command, and no later line on the wire to be refused
+    host.receive(b'echo:Unknown command: "J1G28"\nok\n', 1.02)
+    assert host.data_to_send(1.02) == frames[0]  # at once, not after poke_after_s
+    events = host.receive(b"ok\n", 1.03)
+    assert [e.line_no for e in of(events, LineAcked)] == [1]
+
+
+def test_one_at_a_time_an_ok_that_noise_hit_still_counts():
+    file = [f"G1 X{i}" for i in range(1, 8)]
+    host, sent = started(file, single_line_after_error=100)
+    frames = lines_of(sent)
+    host.receive(b"ok\n" + refusal(1, "checksum mismatch"), 1.0)
+    host.receive(refusal(1) * (len(frames) - 2), 1.01)
+    assert host.data_to_send(1.01) == frames[1]
+    host.receive(b"ok\n", 1.02)
+    assert host.data_to_send(1.02) == frames[2]
+    events = host.receive(b"oj\n", 1.03)  # line 3's `ok`, one bit flipped: the only line it can be
+    assert of(events, FirmwareMessage) == [FirmwareMessage("oj")]
+    assert [e.line_no for e in of(events, LineAcked)] == [3]
+    assert host.data_to_send(1.03) == frames[3]  # not after poke_after_s
+
+
+def test_pipelining_a_line_that_may_be_a_hit_ok_acknowledges_nothing_but_asks():
+    # Several lines on the wire: counted as an `ok` by mistake, it would over-credit the RX window;
+    # left alone, each lost `ok` would keep its line's bytes in the window until the job stalls.
+    host, sent = started([f"G1 X{i}" for i in range(1, 40)])
+    frames = lines_of(sent)
+    events = host.receive(b"oj\n", 1.0)
+    assert of(events, FirmwareMessage) == [FirmwareMessage("oj")]
+    assert of(events, LineAcked) == []
+    assert host.data_to_send(1.0) == numbered(len(frames) + 1, "M105")  # in the room kept for it
+    # Marlin ran the other lines, then the M105: its `ok T:` confirms every line before it
+    events = host.receive(b"ok\n" * (len(frames) - 1) + OK_T, 1.1)
+    assert [e.line_no for e in of(events, LineAcked)] == list(range(1, len(frames) + 1))
+
+
+def test_firmware_that_keeps_its_rx_buffer_is_not_slowed_by_a_refusal():
+    # `Error: expected line 2 got 3` (OctoPrint's virtual printer): no flush, so no line is cut
+    host, sent = started(["G28", "G1 X1", "G1 X2", "G1 X3"])
+    frames = lines_of(sent)
+    host.receive(b"ok\nError: expected line 2 got 3\nResend:2\nok\n", 1.0)
+    assert not host.single_line
+    assert lines_of(host.data_to_send(1.0 + QUIET)) == frames[1:]  # from line 2, all at once
+
+
+def test_a_refusal_whose_resend_line_noise_hit_is_answered_all_the_same():
+    host, sent = started(["G28", "G1 X1", "G1 X2"], **PIPELINED)
+    frames = lines_of(sent)
+    events = host.receive(b"ok\nError:checksum mismatch, Last Line: 1\nResenl: 2\nok\n", 1.0)
+    assert of(events, ResendRequested) == [ResendRequested(2, "Error:checksum mismatch, Last Line: 1")]
+    assert of(events, LineAcked) == [LineAcked(1, 1, len(frames[0]))]  # the refusal's `ok` counts for none
+    host.receive(refusal(1) * (len(frames) - 2), 1.01)
+    assert host.data_to_send(1.01) == b"".join(frames[1:])
 
 
 def test_a_refused_m110_is_sent_again():
@@ -339,19 +440,29 @@ def test_busy_keeps_a_long_command_alive_without_pokes_or_failure():
     assert host.job_state == JobState.RUNNING
 
 
-def test_silence_pokes_with_a_numbered_m105_within_the_window_whose_answer_acknowledges_lost_oks():
+def test_silence_asks_a_numbered_m105_within_the_window_whose_answer_acknowledges_lost_oks():
     host, sent = started(["G28", "G1 X1"] * 20)
     assert len(sent) <= 127 - 12  # job lines leave room for the poke
-    assert host.next_deadline() == pytest.approx(0.1 + 10.0)
-    assert host.poll(5.0) == [] and host.data_to_send(5.0) == b""
-    host.poll(10.2)
+    assert host.next_deadline() == pytest.approx(0.1 + 1.0)  # a second without `ok`
+    assert host.poll(0.6) == [] and host.data_to_send(0.6) == b""
+    host.poll(1.2)
     n = len(lines_of(sent)) + 1
-    poke = host.data_to_send(10.2)
+    poke = host.data_to_send(1.2)
     assert poke == numbered(n, "M105")
     assert len(sent) + len(poke) <= 127  # lost oks and a blocked printer look the same: stay within
     events = host.receive(OK_T, 10.3)  # every line sent ran; their oks were lost
     assert [e.acked_lines for e in of(events, LineAcked)] == list(range(1, n))
     assert host.data_to_send(10.3).startswith(numbered(n + 1, ["G28", "G1X1"][(n - 1) % 2]))
+
+
+def test_an_m105_answer_that_noise_hit_in_its_ok_still_acknowledges_the_lines_before_it():
+    host, sent = started(["G28", "G1 X1"] * 20)
+    host.poll(1.2)
+    n = len(lines_of(sent)) + 1
+    assert host.data_to_send(1.2) == numbered(n, "M105")
+    events = host.receive(b"oK" + OK_T[2:], 1.3)  # only an M105's answer reads `.. T:`
+    assert [e.acked_lines for e in of(events, LineAcked)] == list(range(1, n))
+    assert of(events, Temperatures)
 
 
 def test_temperature_reports_do_not_stop_pokes_but_keep_the_job_alive():
