@@ -291,9 +291,12 @@ class MarlinHost:
         self._life_at = now
         self._recovery.heard(now)
         kind = wire.classify(line)
-        if self._last_error and kind != wire.RESEND and (asked := wire.implied_resend(self._last_error)):
+        resent = self._last_error and kind != wire.RESEND and (asked := wire.implied_resend(self._last_error))
+        if resent:
             self._on_resend(f"Resend: {asked}")  # Marlin's `Resend:` always follows: noise hit it
         swallow, self._swallow_ok = self._swallow_ok, ""
+        if resent and kind != wire.OK:
+            self._swallow_ok = swallow  # this is the hit `Resend:` line: the refusal's `ok` follows it
         temps_due, self._ok_before_temps = self._ok_before_temps, False
         if kind == wire.MESSAGE and len(self._flight) and wire.mangled_ok(line):
             # An `ok` lost to noise holds its line's bytes in the window, up to a stall at the poke.

@@ -384,9 +384,12 @@ def test_firmware_that_keeps_its_rx_buffer_is_not_slowed_by_a_refusal():
 def test_a_refusal_whose_resend_line_noise_hit_is_answered_all_the_same():
     host, sent = started(["G28", "G1 X1", "G1 X2"], **PIPELINED)
     frames = lines_of(sent)
+    host.send_command("M114")
+    assert host.data_to_send(0.2) == b"M114\n"
     events = host.receive(b"ok\nError:checksum mismatch, Last Line: 1\nResenl: 2\nok\n", 1.0)
     assert of(events, ResendRequested) == [ResendRequested(2, "Error:checksum mismatch, Last Line: 1")]
-    assert of(events, LineAcked) == [LineAcked(1, 1, len(frames[0]))]  # the refusal's `ok` counts for none
+    assert of(events, LineAcked) == [LineAcked(1, 1, len(frames[0]))]
+    assert of(events, CommandReply) == []  # the refusal's `ok` is not the M114's
     host.receive(refusal(1) * (len(frames) - 2), 1.01)
     assert host.data_to_send(1.01) == b"".join(frames[1:])
 
