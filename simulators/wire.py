@@ -321,7 +321,7 @@ class Wire:
             return
         idx = len(self._inbound) - 2 - self._rng.randrange(in_flight)
         due, byte = self._inbound[idx]
-        self._inbound[idx] = (due, _flip_bit(byte, self._rng))
+        self._inbound[idx] = (due, flip_bit(byte, self._rng))
         self.stats.corrupted_lines += 1
 
     def _release_reply_line(self) -> None:
@@ -332,7 +332,7 @@ class Wire:
         if body > 0 and self._reply_rng.random() < self.reply_noise:
             j = self._reply_rng.randrange(body)
             due, byte = line[j]
-            line[j] = (due, _flip_bit(byte, self._reply_rng))
+            line[j] = (due, flip_bit(byte, self._reply_rng))
             self.stats.corrupted_replies += 1
         self._outbound.extend(line)
         line.clear()
@@ -389,7 +389,7 @@ class Wire:
         self.master_fd = self.slave_fd = self._wake_r = self._wake_w = -1
 
 
-def _flip_bit(byte: int, rng: random.Random) -> int:
+def flip_bit(byte: int, rng: random.Random) -> int:
     """Flip one of the low 7 bits, never producing a line end or NUL (noise corrupts, not splits)."""
     for _ in range(16):
         out = byte ^ (1 << rng.randrange(7))

@@ -291,11 +291,11 @@ class MarlinHost:
         self._life_at = now
         self._recovery.heard(now)
         kind = wire.classify(line)
-        resent = self._last_error and kind != wire.RESEND and (asked := wire.implied_resend(self._last_error))
-        if resent:
+        asked = wire.implied_resend(self._last_error) if self._last_error and kind != wire.RESEND else None
+        if asked is not None:
             self._on_resend(f"Resend: {asked}")  # Marlin's `Resend:` always follows: noise hit it
         swallow, self._swallow_ok = self._swallow_ok, ""
-        if resent and kind != wire.OK:
+        if asked is not None and kind != wire.OK:
             self._swallow_ok = swallow  # this is the hit `Resend:` line: the refusal's `ok` follows it
         temps_due, self._ok_before_temps = self._ok_before_temps, False
         if kind == wire.MESSAGE and len(self._flight) and wire.mangled_ok(line):
@@ -304,7 +304,7 @@ class MarlinHost:
             # a numbered M105 settles it.
             if self._caution.active or wire.mangled_m105_ok(line):
                 self._events.append(FirmwareMessage(line))
-                kind, line = wire.OK, "ok" + line[2:] if len(line) > 2 else "ok"
+                kind, line = wire.OK, "ok" + line[2:]
             else:
                 self._ask_m105()
         if kind == wire.OK:

@@ -38,17 +38,15 @@ _THERMAL_RE = re.compile(
 )
 _HALT_RE = re.compile(r"printer halted|kill\(\) called|system stopped|printer stopped", re.IGNORECASE)
 _N_WORD_RE = re.compile(r"^N\d+\s*")
+# Marlin's gcode_line_error with its flush and `Resend: <last + 1>` (FlushSerialRequestResend)
+_RESENT_ERRORS = ("line number is not last line number", "checksum mismatch", "no checksum with line number")
 _LINE_ERRORS = (
-    "line number is not last line number",
-    "checksum mismatch",
-    "no checksum with line number",
+    *_RESENT_ERRORS,
     "no line number with checksum",
     "expected line",  # OctoPrint's virtual printer, Repetier: `Error: expected line 41 got 42`
     "missing checksum",
 )
 _REFUSED_RE = re.compile(r"expected line\s+(\d+)\s+got\s+(\d+)", re.IGNORECASE)
-# Marlin's gcode_line_error with its flush and `Resend: <last + 1>` (FlushSerialRequestResend)
-_RESENT_ERRORS = ("line number is not last line number", "checksum mismatch", "no checksum with line number")
 _LAST_LINE_RE = re.compile(r"last line:\s*(\d+)\s*$")
 
 

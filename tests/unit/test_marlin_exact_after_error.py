@@ -16,6 +16,7 @@ from drivers.events import JobCompleted, JobFailed
 from drivers.gcode_text import compact_for_wire
 from drivers.marlin.host import MarlinHost
 from simulators.marlin.firmware import MarlinConfig, MarlinFirmware
+from simulators.wire import flip_bit
 from tests.unit.test_sim_marlin_cuts import FakeWire
 
 TICK_S = 0.001
@@ -24,13 +25,9 @@ HOST_OWN = ("M110", "M155", "M105")
 
 
 def corrupt_line(line: bytearray, rng: random.Random) -> None:
-    """Flip one bit of one byte before the newline, never making a line end or NUL."""
+    """Flip one bit of one byte before the newline, as the simulated wire's noise does."""
     at = rng.randrange(len(line) - 1)
-    for _ in range(16):
-        flipped = line[at] ^ (1 << rng.randrange(7))
-        if flipped not in (0, 0x0A, 0x0D):
-            line[at] = flipped
-            return
+    line[at] = flip_bit(line[at], rng)
 
 
 def run(job: list[str], seed: int, noise: float, single_line_after_error: int) -> tuple[list[str], bool]:
